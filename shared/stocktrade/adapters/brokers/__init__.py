@@ -1,0 +1,1 @@
+"""Brokers: the simulated (paper) broker over the shared fill rules."""

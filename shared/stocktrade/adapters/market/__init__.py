@@ -1,0 +1,1 @@
+"""stocktrade.adapters.market."""

@@ -1,0 +1,3 @@
+from stocktrade.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Market data in memory: bar arrays and the CSV bar format."""
