@@ -44,7 +44,9 @@ def main() -> None:
 
     t0 = time.perf_counter()
     compute_features(close[:100], close[:100], close[:100], close[:100], volume[:100], spec)
-    print(f"first compute_features call (JIT compile or cache load): {time.perf_counter() - t0:.3f} s")
+    print(
+        f"first compute_features call (JIT compile or cache load): {time.perf_counter() - t0:.3f} s"
+    )
 
     secs = best_of(lambda: compute_features(close, close, close, close, volume, spec), 5)
     print(
@@ -62,10 +64,11 @@ def main() -> None:
     secs = best_of(run_incremental, 3)
     print(f"IncrementalFeatures.update: best {secs / n_inc * 1e6:6.2f} us/bar")
 
-    def round_trip() -> None:
-        IncrementalFeatures.from_state(json.loads(json.dumps(inc.to_state())))
+    def round_trips() -> None:
+        for _ in range(1000):
+            IncrementalFeatures.from_state(json.loads(json.dumps(inc.to_state())))
 
-    secs = best_of(lambda: [round_trip() for _ in range(1000)], 3)
+    secs = best_of(round_trips, 3)
     print(f"to_state -> json -> from_state round trip: best {secs / 1000 * 1e6:6.1f} us")
 
     features = compute_features(close, close, close, close, volume, spec)
@@ -89,7 +92,9 @@ def main() -> None:
     )
     positions = rng.choice([-1.0, 0.0, 1.0], n_obs)
     secs = best_of(lambda: observations_batch(norm, ts, positions, 0.0), 5)
-    print(f"observations_batch, {n_obs:,} rows: best {secs * 1e3:6.1f} ms ({secs / n_obs * 1e9:.0f} ns/row)")
+    print(
+        f"observations_batch, {n_obs:,} rows: best {secs * 1e3:6.1f} ms ({secs / n_obs * 1e9:.0f} ns/row)"
+    )
 
 
 if __name__ == "__main__":

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stocktrade.errors import ValidationError
 from stocktrade.quant.features import (
@@ -66,7 +71,9 @@ def _run_incremental(
     inc = IncrementalFeatures(spec)
     rows = []
     for i in range(len(b["close"])):
-        rows.append(inc.update(b["open"][i], b["high"][i], b["low"][i], b["close"][i], b["volume"][i]))
+        rows.append(
+            inc.update(b["open"][i], b["high"][i], b["low"][i], b["close"][i], b["volume"][i])
+        )
         if reload_every and i % reload_every == 0:
             inc = IncrementalFeatures.from_state(json.loads(json.dumps(inc.to_state())))
     return np.array(rows)
@@ -173,7 +180,9 @@ def _wilder_rsi(close: pd.Series, n: int) -> pd.Series:
         seeded = part.copy()
         seeded.iloc[:n] = np.nan
         seeded.iloc[n] = part.iloc[1 : n + 1].mean()
-        averages.append(seeded.iloc[n:].ewm(alpha=1.0 / n, adjust=False).mean().reindex(close.index))
+        averages.append(
+            seeded.iloc[n:].ewm(alpha=1.0 / n, adjust=False).mean().reindex(close.index)
+        )
     gain, loss = averages
     return 100.0 - 100.0 / (1.0 + gain / loss)
 
@@ -299,3 +308,54 @@ def test_names_follow_the_configured_windows():
         "ema_4",
     ]
     assert SMALL_SPEC.n_features == len(SMALL_SPEC.names())
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@st.composite
+def _specs(draw: st.DrawFn) -> FeatureSpec:
+    slow = draw(st.integers(2, 12))
+    return FeatureSpec(
+        sma_windows=tuple(draw(st.sets(st.integers(1, 12), max_size=3))),
+        ema_windows=tuple(draw(st.sets(st.integers(1, 12), max_size=3))),
+        rsi_window=draw(st.integers(1, 10)),
+        macd_fast=draw(st.integers(1, slow - 1)),
+        macd_slow=slow,
+        macd_signal=draw(st.integers(1, 6)),
+        volatility_window=draw(st.integers(2, 10)),
+        volume_window=draw(st.integers(2, 10)),
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(spec=_specs(), n=st.integers(1, 80), seed=st.integers(0, 2**32 - 1))
+def test_any_spec_gives_identical_batch_and_incremental_rows(spec, n, seed):
+    rng = np.random.default_rng(seed)
+    close = np.round(20.0 * np.exp(np.cumsum(rng.normal(0.0, 0.05, n))), 2)
+    volume = rng.choice([0.0, 0.1, 0.1, 3.0, 1e6], n)
+    b = {"open": close, "high": close, "low": close, "close": close, "volume": volume}
+    batch = _compute(b, spec)
+    assert batch.shape == (n, spec.n_features)
+    assert _run_incremental(b, spec, reload_every=3).tobytes() == batch.tobytes()
+    warm = spec.column_warmups()
+    for i, name in enumerate(spec.names()):
+        assert np.isnan(batch[: warm[name], i]).all(), name
+        assert np.isfinite(batch[warm[name] :, i]).all(), name
+    for i, w in enumerate(spec.sma_windows):
+        assert sma(close, w).tobytes() == batch[:, 8 + i].tobytes()
+
+
+def test_live_bars_with_decimal_prices_give_the_same_row_as_floats():
+    inc_dec, inc_float = IncrementalFeatures(SMALL_SPEC), IncrementalFeatures(SMALL_SPEC)
+    for price, vol in (("10.10", "100"), ("10.25", "250"), ("9.95", "0")):
+        p, v = Decimal(price), Decimal(vol)
+        row_dec = inc_dec.update(p, p, p, p, v)
+        row_float = inc_float.update(float(p), float(p), float(p), float(p), float(v))
+    assert row_dec.tobytes() == row_float.tobytes()
+
+
+def test_importing_the_quant_package_does_not_import_numba_or_numpy_kernels():
+    code = "import sys, stocktrade.quant; assert 'numba' not in sys.modules, 'numba imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -152,7 +152,9 @@ def test_trade_metrics_are_nan_without_trades_and_profit_factor_inf_without_loss
 def test_turnover_and_exposure():
     equity = np.array([100.0, 100.0, 100.0, 100.0])
     traded = np.array([100.0, 0.0, -50.0, 50.0])
-    m = compute_metrics(np.zeros(4), traded_notional=traded, equity=equity, exposure=[0, 1, -0.5, 0])
+    m = compute_metrics(
+        np.zeros(4), traded_notional=traded, equity=equity, exposure=[0, 1, -0.5, 0]
+    )
     assert m["turnover"] == pytest.approx(2.0)
     assert m["turnover_annual"] == pytest.approx(2.0 * 252 / 4)
     assert m["exposure"] == pytest.approx(0.5)

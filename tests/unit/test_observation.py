@@ -137,7 +137,10 @@ def test_without_position_slot_sentiment_is_last(features, spec):
 def test_plain_arrays_need_the_spec_and_then_give_the_same_observation(features, spec):
     norm = normalise(features, spec)
     plain = np.array(norm)
-    assert observation_at(plain, 50, 1.0, spec=spec).tobytes() == observation_at(norm, 50, 1.0).tobytes()
+    assert (
+        observation_at(plain, 50, 1.0, spec=spec).tobytes()
+        == observation_at(norm, 50, 1.0).tobytes()
+    )
     with pytest.raises(ValidationError, match="spec="):
         observation_at(plain, 50, 1.0)
 
@@ -148,9 +151,12 @@ def test_normalised_features_survive_pickling_and_slicing(features, spec):
     assert isinstance(restored, NormalisedFeatures) and restored.window == spec.window
     assert observation_at(restored, 77, 0.0).tobytes() == observation_at(norm, 77, 0.0).tobytes()
     tail = norm[100:]
-    assert observation_at(tail, 0, 0.0).tobytes() == np.concatenate(
-        [np.zeros(9 * spec.n_features), np.asarray(norm[100]), [0.0, 0.0]]
-    ).astype(np.float32).tobytes()
+    assert (
+        observation_at(tail, 0, 0.0).tobytes()
+        == np.concatenate([np.zeros(9 * spec.n_features), np.asarray(norm[100]), [0.0, 0.0]])
+        .astype(np.float32)
+        .tobytes()
+    )
 
 
 def test_out_of_range_t_and_unfitted_spec_are_rejected(features, spec):

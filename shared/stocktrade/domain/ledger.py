@@ -32,6 +32,7 @@ __all__ = ["LEDGER_CONTEXT", "Ledger", "LedgerInvariantError", "Lot", "Trade"]
 #: Precision used for all ledger arithmetic (exact for realistic books, see module docs).
 LEDGER_CONTEXT = Context(prec=80, rounding=ROUND_HALF_EVEN)
 _FEE_QUANTUM = Decimal("1e-24")
+_RATIO_QUANTUM = Decimal("1e-12")
 _ZERO = Decimal(0)
 
 
@@ -90,9 +91,9 @@ class Trade:
 
     @property
     def return_pct(self) -> Decimal:
-        """Net P&L as a fraction of the entry value."""
+        """Net P&L as a fraction of the entry value (rounded to 1e-12)."""
         with localcontext(LEDGER_CONTEXT):
-            return self.pnl / (self.qty * self.entry_price)
+            return (self.pnl / (self.qty * self.entry_price)).quantize(_RATIO_QUANTUM)
 
     @property
     def holding_time(self) -> timedelta:
