@@ -43,7 +43,7 @@ def test_migrations_create_the_whole_schema_from_empty(pg_admin_url: str) -> Non
             assert applied == [m.name for m in load_migrations()]
             assert migrate(conn) == []  # idempotent
             tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
-            assert TABLES <= tables
+            assert tables >= TABLES
             kinds = dict(conn.execute(
                 "SELECT column_name, data_type FROM information_schema.columns WHERE table_name='bars'"
             ).fetchall())

@@ -24,7 +24,8 @@ def start() -> None:
 @handle_errors
 def migrate() -> None:
     """Apply pending migrations and list what was applied."""
-    from stocktrade.adapters.postgres.db import connect, migrate as run_migrations
+    from stocktrade.adapters.postgres.db import connect
+    from stocktrade.adapters.postgres.db import migrate as run_migrations
 
     conn = connect(settings(), autocommit=True, migrate_schema=False)
     applied = run_migrations(conn)

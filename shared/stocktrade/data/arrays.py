@@ -47,8 +47,8 @@ class BarArrays:
 
     def between(self, start: np.datetime64 | str | None, end: np.datetime64 | str | None) -> BarArrays:
         """Rows with ``start <= ts <= end`` (either bound may be None)."""
-        lo = 0 if start is None else int(np.searchsorted(self.ts, np.datetime64(start, "ns"), "left"))
-        hi = len(self) if end is None else int(np.searchsorted(self.ts, np.datetime64(end, "ns"), "right"))
+        lo = 0 if start is None else int(np.searchsorted(self.ts, np.asarray(start, "datetime64[ns]"), "left"))
+        hi = len(self) if end is None else int(np.searchsorted(self.ts, np.asarray(end, "datetime64[ns]"), "right"))
         return self.slice(lo, hi)
 
     def to_frame(self) -> pd.DataFrame:

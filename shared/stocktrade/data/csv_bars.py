@@ -186,7 +186,7 @@ def parse_bar_bytes(
         for i in np.flatnonzero(dup):
             key = (frame.at[i, "symbol"], frame.at[i, "ts"])
             if key in first_line:
-                reasons[int(i)] = f"duplicate (symbol, timestamp) {key[0]} {key[1].isoformat()}; first at line {first_line[key]}"
+                reasons[int(i)] = f"duplicate (symbol, timestamp) {key[0]} {pd.Timestamp(key[1]).isoformat()}; first at line {first_line[key]}"
                 bad[i] = True
             else:
                 first_line[key] = int(lines[i])

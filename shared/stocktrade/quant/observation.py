@@ -238,24 +238,49 @@ def _column_index(source: Sequence[str], wanted: Sequence[str]) -> list[int]:
     return [pos[n] for n in wanted]
 
 
+class _Buffer:
+    """Zero-padded, flattened copy of normalised rows, laid out for one-slice observations.
+
+    ``flat`` holds ``window - 1`` zero rows, the T rows, then two spare zeros, so the
+    observation at ``t`` (window rows plus the position/sentiment slots) is the single
+    contiguous slice ``flat[t * n_cols : t * n_cols + obs_dim]``; the slots are then
+    overwritten. ``padded`` is the ``(window - 1 + T, n_cols)`` view used by the batch path.
+    """
+
+    __slots__ = ("flat", "include_position", "k", "n_cols", "n_rows", "obs_dim", "padded", "window")
+
+    def __init__(self, rows: np.ndarray, window: int, include_position: bool) -> None:
+        n_rows, n_cols = rows.shape
+        size = (window - 1 + n_rows) * n_cols
+        flat = np.zeros(size + 2, dtype=np.float32)
+        flat[(window - 1) * n_cols : size] = rows.reshape(-1)
+        flat.flags.writeable = False
+        self.flat = flat
+        self.padded = flat[:size].reshape(window - 1 + n_rows, n_cols)
+        self.window = window
+        self.include_position = include_position
+        self.n_rows = n_rows
+        self.n_cols = n_cols
+        self.k = window * n_cols
+        self.obs_dim = self.k + (2 if include_position else 1)
+
+
 class NormalisedFeatures(np.ndarray):
     """float32 ``(T, F')`` normalised features that remember how to build observations.
 
     Behaves as a read-only ndarray. ``window`` and ``include_position`` come from the
-    :class:`ObservationSpec`; ``padded`` holds ``window - 1`` zero rows followed by the
-    same values, so a window ending at ``t`` is ``padded[t : t + window]``.
+    :class:`ObservationSpec`. Arrays made from it (slices, arithmetic, unpickling) keep
+    those two attributes and build their own padded buffer on first use.
     """
 
     window: int
     include_position: bool
-    padded: np.ndarray | None
+    _buf: _Buffer | None
 
     def __array_finalize__(self, obj: Any) -> None:
         self.window = getattr(obj, "window", 0)
         self.include_position = getattr(obj, "include_position", True)
-        # Views and results of arithmetic are not backed by the padded buffer; they rebuild
-        # their own on first use (see _padded_of).
-        self.padded = None
+        self._buf = None
 
     def __reduce__(self) -> Any:
         fn, args, state = cast("tuple[Any, Any, Any]", super().__reduce__())
@@ -266,7 +291,7 @@ class NormalisedFeatures(np.ndarray):
         super().__setstate__(base_state)
         self.window = window
         self.include_position = include_position
-        self.padded = None
+        self._buf = None
         self.flags.writeable = False
 
 
@@ -279,8 +304,9 @@ def normalise(features: Any, spec: ObservationSpec) -> NormalisedFeatures:
         spec: A fitted :class:`ObservationSpec`.
 
     Returns:
-        Read-only float32 :class:`NormalisedFeatures` of shape ``(T, F')``. NaN inputs
-        (feature warm-up only) become 0.0.
+        Read-only float32 :class:`NormalisedFeatures` of shape ``(T, F')``:
+        ``clip((x - mean) / std, -clip, clip)``; NaN inputs (feature warm-up only) become
+        0.0.
 
     Raises:
         ValidationError: The spec is not fitted or the columns do not match.
@@ -299,24 +325,17 @@ def normalise(features: Any, spec: ObservationSpec) -> NormalisedFeatures:
     idx = _column_index(names, spec.feature_names)
     mean = np.asarray(spec.mean, dtype=np.float64)
     std = np.asarray(spec.std, dtype=np.float64)
-    pad = spec.window - 1
-    padded = np.zeros((pad + arr.shape[0], len(idx)), dtype=np.float32)
     z = (arr[:, idx] - mean) / std
     np.clip(z, -spec.clip, spec.clip, out=z)
-    padded[pad:] = np.nan_to_num(z, nan=0.0)
-    padded.flags.writeable = False
-    return _wrap(padded, spec.window, spec.include_position)
-
-
-def _wrap(padded: np.ndarray, window: int, include_position: bool) -> NormalisedFeatures:
-    norm = padded[window - 1 :].view(NormalisedFeatures)
-    norm.window = window
-    norm.include_position = include_position
-    norm.padded = padded
+    buf = _Buffer(np.nan_to_num(z, nan=0.0).astype(np.float32), spec.window, spec.include_position)
+    norm = buf.padded[spec.window - 1 :].view(NormalisedFeatures)
+    norm.window = spec.window
+    norm.include_position = spec.include_position
+    norm._buf = buf
     return norm
 
 
-def _padded_of(norm: Any, spec: ObservationSpec | None) -> tuple[np.ndarray, int, bool]:
+def _buffer_of(norm: Any, spec: ObservationSpec | None) -> _Buffer:
     if spec is not None:
         window, include_position = spec.window, spec.include_position
     elif isinstance(norm, NormalisedFeatures) and norm.window >= 1:
@@ -326,18 +345,23 @@ def _padded_of(norm: Any, spec: ObservationSpec | None) -> tuple[np.ndarray, int
             "norm from normalise() expected (it carries the window), or pass spec=; "
             f"found {type(norm).__name__}"
         )
-    if isinstance(norm, NormalisedFeatures) and norm.padded is not None and norm.window == window:
-        return norm.padded, window, include_position
+    cached = getattr(norm, "_buf", None)
+    if cached is not None and cached.window == window:
+        buf: _Buffer = cached
+        if buf.include_position == include_position:
+            return buf
     arr = np.asarray(norm, dtype=np.float32)
     if arr.ndim != 2:
         raise ValidationError(f"norm of shape (T, F') expected; found {arr.shape}")
-    padded = np.zeros((window - 1 + arr.shape[0], arr.shape[1]), dtype=np.float32)
-    padded[window - 1 :] = arr
-    padded.flags.writeable = False
-    if isinstance(norm, NormalisedFeatures) and norm.window == window and not norm.flags.writeable:
+    if spec is not None and arr.shape[1] != spec.n_features:
+        raise ValidationError(
+            f"norm with {spec.n_features} columns expected for this spec; found {arr.shape[1]}"
+        )
+    buf = _Buffer(arr, window, include_position)
+    if isinstance(norm, NormalisedFeatures) and spec is None and not norm.flags.writeable:
         # Cache only on read-only arrays, where the copy can never go stale.
-        norm.padded = padded
-    return padded, window, include_position
+        norm._buf = buf
+    return buf
 
 
 def observation_at(
@@ -364,20 +388,16 @@ def observation_at(
     Raises:
         ValidationError: ``t`` is out of range.
     """
-    if spec is None and type(norm) is NormalisedFeatures and norm.padded is not None:
-        padded = norm.padded
-        window = norm.window
-        include_position = norm.include_position
-    else:
-        padded, window, include_position = _padded_of(norm, spec)
-    n_rows = padded.shape[0] - window + 1
-    if not 0 <= t < n_rows:
-        raise ValidationError(f"0 <= t < {n_rows} expected; found t={t}")
-    flat = padded[t : t + window].reshape(-1)
-    k = flat.shape[0]
-    out = np.empty(k + (2 if include_position else 1), dtype=np.float32)
-    out[:k] = flat
-    if include_position:
+    # Hot path of the RL env step: one attribute read, one slice copy, two stores.
+    buf = getattr(norm, "_buf", None) if spec is None else None
+    if buf is None:
+        buf = _buffer_of(norm, spec)
+    if not 0 <= t < buf.n_rows:
+        raise ValidationError(f"0 <= t < {buf.n_rows} expected; found t={t}")
+    start = t * buf.n_cols
+    out = buf.flat[start : start + buf.obs_dim].copy()
+    k = buf.k
+    if buf.include_position:
         out[k] = position
         out[k + 1] = sentiment
     else:
@@ -408,13 +428,14 @@ def observations_batch(
     Raises:
         ValidationError: An index is out of range or an array has the wrong length.
     """
-    padded, window, include_position = _padded_of(norm, spec)
+    buf = _buffer_of(norm, spec)
+    padded, window, include_position = buf.padded, buf.window, buf.include_position
     idx = np.asarray(ts)
     if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
         raise ValidationError(
             f"ts must be a 1-D int array; found dtype {idx.dtype}, shape {idx.shape}"
         )
-    n_rows = padded.shape[0] - window + 1
+    n_rows = buf.n_rows
     if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
         raise ValidationError(
             f"every t in [0, {n_rows}) expected; found min {idx.min()}, max {idx.max()}"

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stocktrade.domain.bars import Timeframe, UpsertCounts
-from stocktrade.ports import BarRepository
 from stocktrade.errors import ValidationError
 from stocktrade.logging import get_logger
+from stocktrade.ports import BarRepository
 
 log = get_logger(__name__)
 

@@ -321,13 +321,14 @@ def risk_gate(
     """
     if math.isnan(desired):
         return current_target, 0
-    flags = 0
     d = desired
-    if d < 0.0 and not allow_short:
+    clipped = d < 0.0 and not allow_short
+    if clipped:
         d = 0.0
-        flags |= FLAG_SHORT_NOT_ALLOWED
     if d == current_target:
-        return current_target, flags
+        # Nothing to do; a clipped short that changes nothing is not worth an event.
+        return current_target, 0
+    flags = FLAG_SHORT_NOT_ALLOWED if clipped else 0
     if halted:
         return current_target, flags | FLAG_HALTED
     if bar_index < warmup_bars:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING
-
+import itertools
 import threading
 import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -49,7 +48,7 @@ def _split_rows(data: bytes, rows: int, parts: int) -> list[bytes]:
     header_end = int(newlines[0]) + 1
     header = data[:header_end]
     bounds = [header_end] + [int(newlines[(rows * k) // parts]) + 1 for k in range(1, parts)] + [len(data)]
-    return [header + data[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [header + data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def recover_prepared_imports(conn: psycopg.Connection) -> dict[str, str]:

@@ -47,7 +47,7 @@ def load_migrations() -> list[Migration]:
     for entry in folder.iterdir():
         if not entry.name.endswith(".sql"):
             continue
-        number, _, rest = entry.name.partition("_")
+        number, _, _rest = entry.name.partition("_")
         if not number.isdigit():
             raise ConfigError(f"migration file {entry.name!r} must start with a number")
         version = int(number)
@@ -76,7 +76,7 @@ def migrate(conn: psycopg.Connection) -> list[str]:
             }
             for migration in load_migrations():
                 if migration.version in done:
-                    name, checksum = done[migration.version]
+                    _name, checksum = done[migration.version]
                     if checksum != migration.checksum:
                         raise ConfigError(
                             f"migration {migration.name} changed after it was applied "

