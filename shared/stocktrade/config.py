@@ -90,6 +90,27 @@ class Settings(BaseSettings):
     )
     torch_threads: int = Field(default=2, ge=1, le=64)
 
+    # The GCS emulator (gcp-storage-emulator); like the other emulator hosts, refused in prod.
+    storage_emulator_host: str | None = Field(
+        default=None, validation_alias=AliasChoices("STORAGE_EMULATOR_HOST")
+    )
+    # Jobs: the run a job execution works on (set by the launcher), and the task context
+    # Cloud Run gives every task (the local launcher sets the same variables).
+    run_id: str | None = None
+    cloud_run_job: str | None = Field(default=None, validation_alias=AliasChoices("CLOUD_RUN_JOB"))
+    cloud_run_execution: str | None = Field(
+        default=None, validation_alias=AliasChoices("CLOUD_RUN_EXECUTION")
+    )
+    cloud_run_task_index: int = Field(
+        default=0, ge=0, validation_alias=AliasChoices("CLOUD_RUN_TASK_INDEX")
+    )
+    cloud_run_task_count: int = Field(
+        default=1, ge=1, validation_alias=AliasChoices("CLOUD_RUN_TASK_COUNT")
+    )
+    cloud_run_task_attempt: int = Field(
+        default=0, ge=0, validation_alias=AliasChoices("CLOUD_RUN_TASK_ATTEMPT")
+    )
+
     @field_validator("object_store_url")
     @classmethod
     def _object_store_scheme(cls, value: str | None) -> str | None:
@@ -119,6 +140,8 @@ class Settings(BaseSettings):
             problems.append("FIREBASE_AUTH_EMULATOR_HOST is set (it disables token signature checks)")
         if self.pubsub_emulator_host:
             problems.append("PUBSUB_EMULATOR_HOST is set in production")
+        if self.storage_emulator_host:
+            problems.append("STORAGE_EMULATOR_HOST is set in production")
         if problems:
             raise ValueError("unsafe production settings: " + "; ".join(problems))
         return self

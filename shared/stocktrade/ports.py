@@ -6,15 +6,18 @@ adapter from settings. Handlers never know whether they got the cloud or the loc
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import builtins
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stocktrade.domain.bars import SymbolSummary, Timeframe, UpsertCounts
 
 if TYPE_CHECKING:
     from stocktrade.data.arrays import BarArrays
     from stocktrade.data.csv_bars import BarFile
+    from stocktrade.domain.runs import Run
 
 
 class BarRepository(Protocol):
@@ -49,3 +52,46 @@ class Clock(Protocol):
     """Time source (a fixed clock in tests)."""
 
     def now(self) -> datetime: ...
+
+
+class JobLauncher(Protocol):
+    """Starts a Cloud Run Job execution (or a local subprocess running the same entry point).
+
+    A launcher never waits for the job to finish; the job reports through the run row.
+    """
+
+    def launch(self, kind: str, run_id: str, *, args: Sequence[str] = ()) -> str:
+        """Start the ``kind`` job (``"backtest"``, ``"train"``) for ``run_id``; return the
+        execution name."""
+        ...
+
+
+class RunRepository(Protocol):
+    """Training and backtest runs (the ``runs`` table). Illegal state moves raise
+    :class:`stocktrade.errors.ConflictError`; unknown ids :class:`~stocktrade.errors.NotFoundError`."""
+
+    def create(self, kind: str, config: Mapping[str, Any], *, owner: str = "local",
+               run_id: str | None = None, artifact_prefix: str | None = None,
+               message: str | None = None) -> Run: ...
+
+    def get(self, run_id: str, *, owner: str | None = None) -> Run: ...
+
+    def list(self, *, owner: str | None = None, kind: str | None = None,
+             status: str | None = None, limit: int = 50) -> builtins.list[Run]: ...
+
+    def start(self, run_id: str, *, execution: str | None = None, restart: bool = False) -> Run: ...
+
+    def set_execution(self, run_id: str, execution: str) -> None: ...
+
+    def report_progress(self, run_id: str, progress: float, *, eta_seconds: float | None = None,
+                        message: str | None = None) -> bool: ...
+
+    def succeed(self, run_id: str, *, metrics: Mapping[str, Any] | None = None,
+                artifacts: Mapping[str, str] | None = None, message: str | None = None,
+                money: Mapping[str, Decimal] | None = None) -> Run: ...
+
+    def fail(self, run_id: str, error: str, *, message: str | None = None) -> Run: ...
+
+    def request_cancel(self, run_id: str, *, owner: str | None = None) -> Run: ...
+
+    def mark_cancelled(self, run_id: str, *, message: str | None = None) -> Run: ...

@@ -220,6 +220,19 @@ def test_features_match_straightforward_pandas_references(bars):
     np.testing.assert_allclose(col["rsi_14"], _wilder_rsi(c, 14), rtol=0, atol=1e-9)
 
 
+def test_sma_sums_each_window_newest_to_oldest_bit_for_bit():
+    # strategies.baselines reproduces this exact order; changing it breaks their identity.
+    close = _synthetic(200)["close"]
+    w = 13
+    expected = np.full(close.shape, np.nan)
+    for t in range(w - 1, len(close)):
+        acc = 0.0
+        for i in range(w):
+            acc += close[t - i]
+        expected[t] = acc / w
+    assert sma(close, w).tobytes() == expected.tobytes()
+
+
 def test_rsi_is_100_when_prices_only_rise_and_50_when_flat():
     rising = np.arange(1.0, 40.0)
     assert rsi(rising, 14)[14:].tolist() == [100.0] * (len(rising) - 14)

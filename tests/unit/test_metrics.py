@@ -179,3 +179,5 @@ def test_bad_inputs_are_rejected():
         compute_metrics(np.zeros(3), periods=0)
     with pytest.raises(ValidationError, match="numeric"):
         compute_metrics(["a", "b"])
+    with pytest.raises(ValidationError, match="index 1"):
+        compute_metrics([0.01, np.inf])

@@ -120,6 +120,9 @@ def test_batch_equals_observation_at_row_by_row(features, spec):
         assert batch[i].tobytes() == observation_at(norm, int(t), pos[i], sent[i]).tobytes()
     scalar = observations_batch(norm, ts, 0.25)
     assert (scalar[:, -2] == 0.25).all() and (scalar[:, -1] == 0.0).all()
+    assert observations_batch(norm, [], 0.0).shape == (0, spec.obs_dim)
+    with pytest.raises(ValidationError, match="position"):
+        observations_batch(norm, ts, pos[:5])
 
 
 def test_without_position_slot_sentiment_is_last(features, spec):
@@ -188,3 +191,20 @@ def test_unknown_feature_names_are_rejected(features):
         ObservationSpec(feature_names=("ret", "not_a_feature")).fit(
             features, FEATURES.names(), 50, 100
         )
+
+
+def test_live_observation_from_the_last_window_rows_equals_the_batch_one(spec):
+    from stocktrade.quant.features import IncrementalFeatures
+
+    rng = np.random.default_rng(11)
+    n = 120
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
+    volume = rng.uniform(1e3, 1e4, n)
+    batch = normalise(compute_features(close, close, close, close, volume, FEATURES), spec)
+    inc = IncrementalFeatures(FEATURES)
+    rows: list[np.ndarray] = []
+    for i in range(n):
+        rows.append(inc.update(close[i], close[i], close[i], close[i], volume[i]))
+        last = np.array(rows[-spec.window :])
+        live = observation_at(normalise(last, spec), len(last) - 1, 1.0, 0.1)
+        assert live.tobytes() == observation_at(batch, i, 1.0, 0.1).tobytes(), i

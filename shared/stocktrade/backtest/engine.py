@@ -157,6 +157,7 @@ def _run_compiled(
     o_price = np.empty(m)
     o_fee = np.empty(m)
     o_flags = np.empty(m, np.int64)
+    o_pos = np.empty(m)
     e_bar = np.empty(3 * n + 2, np.int64)
     e_flags = np.empty(3 * n + 2, np.int64)
     use_actions = actions is not None
@@ -171,11 +172,11 @@ def _run_compiled(
         int(risk["min_bars_between_orders"]), int(risk["max_orders_per_day"]),
         float(risk["max_qty"]), float(risk["max_notional"]), float(risk["max_daily_loss"]),
         float(risk["max_daily_loss_frac"]), out_cash, out_qty, out_equity,
-        o_bar, o_kind, o_target, o_fill, o_qty, o_price, o_fee, o_flags, e_bar, e_flags,
+        o_bar, o_kind, o_target, o_fill, o_qty, o_price, o_fee, o_flags, o_pos, e_bar, e_flags,
     )  # fmt: skip
     records = OrderRecords(
         o_bar[:n_ord], o_kind[:n_ord], o_target[:n_ord], o_fill[:n_ord], o_qty[:n_ord],
-        o_price[:n_ord], o_fee[:n_ord], o_flags[:n_ord],
+        o_price[:n_ord], o_fee[:n_ord], o_flags[:n_ord], o_pos[:n_ord],
     )  # fmt: skip
     ev_bar, ev_code = _expand_events(e_bar[:n_ev], e_flags[:n_ev])
     return BookResult(
@@ -218,7 +219,7 @@ def _run_step(
     cash = np.empty(n)
     qty = np.empty(n)
     equity = np.empty(n)
-    rows: list[tuple[int, int, float, int, float, float, float, int]] = []
+    rows: list[tuple[int, int, float, int, float, float, float, int, float]] = []
     ev_bar: list[int] = []
     ev_code: list[int] = []
     o, h, lo, c, v = (x.tolist() for x in (bars.open, bars.high, bars.low, bars.close, bars.volume))
@@ -232,7 +233,7 @@ def _run_step(
         for ex in step.executions:
             rows.append(
                 (ex.bar_index, ex.kind, ex.target, ex.fill_bar_index, ex.traded_qty, ex.price,
-                 ex.fee, ex.flags)
+                 ex.fee, ex.flags, ex.pos_after)
             )  # fmt: skip
         for e in step.events:
             ev_bar.append(t if e.bar_index is None else e.bar_index)

@@ -67,6 +67,7 @@ class OrderRecords:
         price: execution price (NaN if expired).
         fee: commission.
         flags: risk flags raised at fill time (or ``NO_NEXT_BAR``).
+        pos_after: position right after the order's fill (unchanged if it did not fill).
     """
 
     bar: np.ndarray
@@ -77,14 +78,17 @@ class OrderRecords:
     price: np.ndarray
     fee: np.ndarray
     flags: np.ndarray
+    pos_after: np.ndarray
 
     def __len__(self) -> int:
         return int(self.bar.shape[0])
 
     @classmethod
-    def from_rows(cls, rows: list[tuple[int, int, float, int, float, float, float, int]]) -> OrderRecords:
-        """Build from ``(bar, kind, target, fill_bar, qty, price, fee, flags)`` tuples."""
-        cols = list(zip(*rows, strict=True)) if rows else [[] for _ in range(8)]
+    def from_rows(
+        cls, rows: list[tuple[int, int, float, int, float, float, float, int, float]]
+    ) -> OrderRecords:
+        """Build from ``(bar, kind, target, fill_bar, qty, price, fee, flags, pos_after)`` rows."""
+        cols = list(zip(*rows, strict=True)) if rows else [[] for _ in range(9)]
         ints = (0, 1, 3, 7)
         return cls(
             *(np.asarray(c, dtype=np.int64 if i in ints else np.float64) for i, c in enumerate(cols))
@@ -94,7 +98,7 @@ class OrderRecords:
         """Exact equality of every column (NaN equals NaN)."""
         return all(
             np.array_equal(getattr(self, f), getattr(other, f), equal_nan=f in ("target", "price"))
-            for f in ("bar", "kind", "target", "fill_bar", "qty", "price", "fee", "flags")
+            for f in ("bar", "kind", "target", "fill_bar", "qty", "price", "fee", "flags", "pos_after")
         )
 
 
@@ -145,53 +149,70 @@ class BookResult:
         return [to_datetime(x) for x in self.ts]
 
     @cached_property
-    def fills(self) -> list[Fill]:
-        """Fills, in time order."""
+    def _fill_rows(self) -> list[tuple[int, Fill]]:
+        # Fill quantities are position differences in Decimal (exact conversions of the
+        # kernel's float positions), so the ledger's position is always exactly the float
+        # position; with fractional shares this avoids 1e-17 dust lots. A float trade too
+        # small to move the float position (fractional shares only) books no fill.
         r = self.records
-        out = []
+        out: list[tuple[int, Fill]] = []
+        pos = Decimal(0)
         for k in range(len(r)):
-            q = float(r.qty[k])
-            if r.fill_bar[k] < 0 or q == 0.0:
+            if r.fill_bar[k] < 0 or float(r.qty[k]) == 0.0:
+                continue
+            after = to_decimal(float(r.pos_after[k]))
+            q = after - pos
+            pos = after
+            if q == 0:
                 continue
             oid = self.order_id(k)
             out.append(
-                Fill(
-                    fill_id=f"{oid}-f1",
-                    order_id=oid,
-                    symbol=self.symbol,
-                    side=Side.BUY if q > 0 else Side.SELL,
-                    qty=to_decimal(abs(q)),
-                    price=to_decimal(float(r.price[k])),
-                    fee=to_decimal(float(r.fee[k])),
-                    ts=self._times[int(r.fill_bar[k])],
+                (
+                    k,
+                    Fill(
+                        fill_id=f"{oid}-f1",
+                        order_id=oid,
+                        symbol=self.symbol,
+                        side=Side.BUY if q > 0 else Side.SELL,
+                        qty=abs(q),
+                        price=to_decimal(float(r.price[k])),
+                        fee=to_decimal(float(r.fee[k])),
+                        ts=self._times[int(r.fill_bar[k])],
+                    ),
                 )
             )
         return out
+
+    @property
+    def fills(self) -> list[Fill]:
+        """Fills, in time order."""
+        return [f for _, f in self._fill_rows]
 
     @cached_property
     def orders(self) -> list[Order]:
         """Orders (filled, rejected or expired), in submission order."""
         r = self.records
+        filled = {k: f for k, f in self._fill_rows}
         out = []
         for k in range(len(r)):
-            q = float(r.qty[k])
             target = float(r.target[k])
+            fill = filled.get(k)
             if r.fill_bar[k] < 0:
                 status = OrderStatus.EXPIRED
-            elif q == 0.0:
+            elif fill is None:
                 status = OrderStatus.REJECTED
             else:
                 status = OrderStatus.FILLED
-            if q != 0.0:
-                side = Side.BUY if q > 0 else Side.SELL
+            if fill is not None:
+                side, qty = fill.side, fill.qty
             else:
-                side = Side.BUY if target > 0 else Side.SELL
+                side, qty = (Side.BUY if target > 0 else Side.SELL), Decimal(0)
             out.append(
                 Order(
                     client_order_id=self.order_id(k),
                     symbol=self.symbol,
                     side=side,
-                    qty=to_decimal(abs(q)),
+                    qty=qty,
                     ts=self._times[int(r.bar[k])],
                     target_frac=to_decimal(target),
                     status=status,
@@ -245,8 +266,7 @@ class BookResult:
         """
         ledger = Ledger(self.initial_cash)
         fills = self.fills
-        fill_bars = [int(b) for b, q in zip(self.records.fill_bar, self.records.qty, strict=True)
-                     if b >= 0 and q != 0.0]  # fmt: skip
+        fill_bars = [int(self.records.fill_bar[k]) for k, _ in self._fill_rows]
         j = 0
         scale0 = float(self.initial_cash)
         for t in range(len(self.close)):
@@ -271,7 +291,7 @@ class BookResult:
                     raise VerificationError(
                         f"{self.symbol} bar {t}: {what}: {a!r} != {b!r} (tolerance {tol:.3g})"
                     )
-            if not abs(pos - float(self.qty[t])) <= 1e-9 * max(1.0, abs(pos)):
+            if pos != float(self.qty[t]):
                 raise VerificationError(
                     f"{self.symbol} bar {t}: position {self.qty[t]!r} != ledger {pos!r}"
                 )

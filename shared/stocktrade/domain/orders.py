@@ -151,6 +151,7 @@ class Execution:
         traded_qty: signed quantity traded (float, as computed).
         price: execution price (float, NaN if never priced).
         fee: commission (float).
+        pos_after: position right after the fill (float; unchanged if nothing filled).
     """
 
     order: Order
@@ -163,3 +164,4 @@ class Execution:
     traded_qty: float
     price: float
     fee: float
+    pos_after: float

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, SupportsFloat
 
 import numpy as np
 from numba import njit
@@ -226,12 +226,13 @@ class _Plan:
     """Packs a spec into the flat int/float arrays and state layout the kernel reads."""
 
     def __init__(self, spec: FeatureSpec) -> None:
-        sma_order = sorted(range(len(spec.sma_windows)), key=lambda i: spec.sma_windows[i])
+        # SMA windows go to the kernel sorted ascending, each with its output column.
+        n_sma = len(spec.sma_windows)
+        sma_order = sorted(range(n_sma), key=lambda i: spec.sma_windows[i])
         sma_sorted = [spec.sma_windows[i] for i in sma_order]
         sma_cols = [_N_FIXED + i for i in sma_order]
-        n_sma = len(sma_sorted)
         ema_cols = [_N_FIXED + n_sma + i for i in range(len(spec.ema_windows))]
-        close_len = max(sma_sorted) if sma_sorted else 1
+        close_len = max(sma_sorted) if n_sma else 1
         layout = _layout(
             len(spec.ema_windows), close_len, spec.volatility_window, spec.volume_window
         )
@@ -328,24 +329,6 @@ def _ema_step(st: np.ndarray, off: int, n: int, x: float, a: float, b: float) ->
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _sum4(st: np.ndarray, lo: int, hi: int) -> float:
-    # Sum of st[lo:hi] with four independent accumulators: shorter add chains, and the
-    # same order on every path, so results stay bit-identical.
-    a0 = a1 = a2 = a3 = 0.0
-    i = lo
-    while i + 4 <= hi:
-        a0 += st[i]
-        a1 += st[i + 1]
-        a2 += st[i + 2]
-        a3 += st[i + 3]
-        i += 4
-    while i < hi:
-        a0 += st[i]
-        i += 1
-    return (a0 + a1) + (a2 + a3)
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _ring_mean_std(st: np.ndarray, off: int, w: int) -> tuple[float, float]:
     # One pass over the whole (full) ring, recomputed every bar so nothing drifts. Sums
     # are taken about a value of the window (shifted data), which avoids cancellation and
@@ -404,17 +387,25 @@ def _sma_step(
     out: np.ndarray,
 ) -> None:
     # The close ring is stored twice (slots off..off+2*ring) so the last `ring` closes are
-    # always contiguous; each window is summed afresh (no running sum to drift).
+    # always contiguous. Windows come sorted ascending and one newest-to-oldest pass with a
+    # single accumulator serves them all, summed afresh every bar (no running sum to
+    # drift). This summation order is part of the contract: strategies.baselines
+    # reproduces it to match sma() bit for bit.
     pos = n % ring
     st[off + pos] = x
     st[off + pos + ring] = x
-    end = off + pos + ring + 1
+    newest = off + pos + ring
+    s = 0.0
+    k = 0
     for i in range(wins.shape[0]):
         w = wins[i]
         if w > n + 1:
             out[cols[i]] = np.nan
-        else:
-            out[cols[i]] = _sum4(st, end - w, end) / w
+            continue
+        while k < w:
+            s += st[newest - k]
+            k += 1
+        out[cols[i]] = s / w
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -689,16 +680,17 @@ class IncrementalFeatures:
 
     def update(
         self,
-        open: float,
-        high: float,
-        low: float,
-        close: float,
-        volume: float,
+        open: SupportsFloat,
+        high: SupportsFloat,
+        low: SupportsFloat,
+        close: SupportsFloat,
+        volume: SupportsFloat,
     ) -> np.ndarray:
         """Advance by one bar and return its feature row.
 
         Args:
-            open: Bar open (unused by the current features).
+            open: Bar open (unused by the current features). Prices and volumes may be
+                floats or Decimals (live ``Bar`` fields); they are converted to float64.
             high: Bar high (unused by the current features).
             low: Bar low (unused by the current features).
             close: Bar close, finite and > 0.

@@ -246,6 +246,17 @@ def _as_1d(values: Any, name: str) -> np.ndarray:
     return arr
 
 
+def _as_returns(values: Any) -> np.ndarray:
+    r = _as_1d(values, "returns")
+    inf = np.isinf(r)
+    if inf.any():
+        i = int(np.argmax(inf))
+        raise ValidationError(
+            f"returns must be finite (or NaN for missing); found {r[i]} at index {i}"
+        )
+    return r
+
+
 def _check_periods(periods: Any) -> float:
     try:
         p = float(periods)
@@ -285,7 +296,7 @@ def _calmar(cagr_value: float, max_dd: float) -> float:
 
 def total_return(returns: Any) -> float:
     """Compounded return ``prod(1 + r) - 1`` (NaN entries count as 0); NaN if empty."""
-    r = _as_1d(returns, "returns")
+    r = _as_returns(returns)
     if r.shape[0] == 0:
         return math.nan
     return float(_return_stats(r, 0.0, 0.0)[8] - 1.0)
@@ -293,7 +304,7 @@ def total_return(returns: Any) -> float:
 
 def cagr(returns: Any, periods: float = PERIODS_PER_YEAR) -> float:
     """Compound annual growth rate (empyrical ``annual_return``)."""
-    r = _as_1d(returns, "returns")
+    r = _as_returns(returns)
     p = _check_periods(periods)
     if r.shape[0] == 0:
         return math.nan
@@ -302,7 +313,7 @@ def cagr(returns: Any, periods: float = PERIODS_PER_YEAR) -> float:
 
 def annual_volatility(returns: Any, periods: float = PERIODS_PER_YEAR) -> float:
     """Sample std of returns times ``sqrt(periods)``; NaN with fewer than 2 returns."""
-    r = _as_1d(returns, "returns")
+    r = _as_returns(returns)
     p = _check_periods(periods)
     if r.shape[0] < 2:
         return math.nan
@@ -311,7 +322,7 @@ def annual_volatility(returns: Any, periods: float = PERIODS_PER_YEAR) -> float:
 
 def sharpe_ratio(returns: Any, risk_free: float = 0.0, periods: float = PERIODS_PER_YEAR) -> float:
     """Annualised Sharpe ratio (empyrical ``sharpe_ratio``); see the module table."""
-    return _sharpe_from(_as_1d(returns, "returns"), float(risk_free), _check_periods(periods))
+    return _sharpe_from(_as_returns(returns), float(risk_free), _check_periods(periods))
 
 
 def _sharpe_from(r: np.ndarray, rf: float, p: float) -> float:
@@ -326,7 +337,7 @@ def downside_risk(
     returns: Any, required_return: float = 0.0, periods: float = PERIODS_PER_YEAR
 ) -> float:
     """Annualised root-mean-square of returns below ``required_return`` (empyrical)."""
-    r = _as_1d(returns, "returns")
+    r = _as_returns(returns)
     p = _check_periods(periods)
     if r.shape[0] < 1:
         return math.nan
@@ -337,7 +348,7 @@ def sortino_ratio(
     returns: Any, required_return: float = 0.0, periods: float = PERIODS_PER_YEAR
 ) -> float:
     """Annualised Sortino ratio (empyrical ``sortino_ratio``); see the module table."""
-    r = _as_1d(returns, "returns")
+    r = _as_returns(returns)
     p = _check_periods(periods)
     if r.shape[0] < 2:
         return math.nan
@@ -347,7 +358,7 @@ def sortino_ratio(
 
 def max_drawdown(returns: Any) -> float:
     """Lowest ``equity / running_peak - 1`` (<= 0); NaN if there are no returns."""
-    r = _as_1d(returns, "returns")
+    r = _as_returns(returns)
     if r.shape[0] == 0:
         return math.nan
     return float(_return_stats(r, 0.0, 0.0)[9])
@@ -355,13 +366,13 @@ def max_drawdown(returns: Any) -> float:
 
 def max_drawdown_duration(returns: Any) -> float:
     """Longest run of consecutive bars with equity below its running peak (0 if none)."""
-    r = _as_1d(returns, "returns")
+    r = _as_returns(returns)
     return float(_return_stats(r, 0.0, 0.0)[10])
 
 
 def calmar_ratio(returns: Any, periods: float = PERIODS_PER_YEAR) -> float:
     """CAGR over ``|max_drawdown|``; NaN without a drawdown (empyrical ``calmar_ratio``)."""
-    r = _as_1d(returns, "returns")
+    r = _as_returns(returns)
     p = _check_periods(periods)
     if r.shape[0] == 0:
         return math.nan
@@ -441,7 +452,7 @@ def compute_metrics(
     Raises:
         ValidationError: An input is not a 1-D numeric array, or ``periods`` is not > 0.
     """
-    r = _as_1d(returns, "returns")
+    r = _as_returns(returns)
     p = _check_periods(periods)
     rf = float(risk_free)
     n = r.shape[0]

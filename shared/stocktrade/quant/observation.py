@@ -15,7 +15,12 @@ as "average" (0.0) and should not be used for decisions; rows before 0 are zero-
 :func:`normalise` returns a :class:`NormalisedFeatures` array, an ``ndarray`` subclass
 (shape ``(T, F')``, float32, read-only) that also remembers the window and whether a
 position slot is present, and keeps a zero-padded copy so :func:`observation_at` is one
-slice copy (about a microsecond) instead of building padding on every step.
+slice copy (about 0.6 us) instead of building padding on every step.
+
+Live, keep the last ``window`` feature rows from
+:class:`stocktrade.quant.features.IncrementalFeatures` and call
+``observation_at(normalise(rows, spec), len(rows) - 1, position, sentiment)``: the same
+functions, so the same floats as in training and backtest.
 """
 
 from __future__ import annotations
@@ -429,7 +434,7 @@ def observations_batch(
         ValidationError: An index is out of range or an array has the wrong length.
     """
     buf = _buffer_of(norm, spec)
-    padded, window, include_position = buf.padded, buf.window, buf.include_position
+    include_position = buf.include_position
     idx = np.asarray(ts)
     if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
         raise ValidationError(
@@ -440,12 +445,14 @@ def observations_batch(
         raise ValidationError(
             f"every t in [0, {n_rows}) expected; found min {idx.min()}, max {idx.max()}"
         )
+    if idx.size == 0:
+        idx = idx.astype(np.intp)
     n = idx.shape[0]
-    f = padded.shape[1]
-    k = window * f
-    out = np.empty((n, k + (2 if include_position else 1)), dtype=np.float32)
-    rows = idx[:, None] + np.arange(window)[None, :]
-    out[:, :k] = padded[rows].reshape(n, k)
+    k = buf.k
+    # Row t of this strided view is flat[t * n_cols : t * n_cols + obs_dim] - the same
+    # slice observation_at copies - so one gather builds every observation.
+    windows = np.lib.stride_tricks.sliding_window_view(buf.flat, buf.obs_dim)[:: buf.n_cols]
+    out = windows[idx]
     slots = [position, sentiment] if include_position else [sentiment]
     for j, (name, value) in enumerate(
         zip(["position", "sentiment"][-len(slots) :], slots, strict=True)

@@ -78,7 +78,7 @@ class Broker(Protocol):
         bar_index: int, cash: Decimal, qty: Decimal,
     ) -> list[Execution]: ...
 
-    def expire(self, symbol: str) -> list[Execution]: ...
+    def expire(self, symbol: str, *, qty: Decimal = ...) -> list[Execution]: ...
 
 
 @dataclass(slots=True)
@@ -371,7 +371,7 @@ class TradingCore:
                 self._apply(closed, b, events, trades)
                 executions.extend(closed)
             elif is_last:
-                expired = self.broker.expire(self.symbol)
+                expired = self.broker.expire(self.symbol, qty=self.ledger.position(self.symbol))
                 self._apply(expired, b, events, trades)
                 executions.extend(expired)
 

@@ -389,6 +389,7 @@ def simulate(
     ord_price: np.ndarray,
     ord_fee: np.ndarray,
     ord_flags: np.ndarray,
+    ord_pos: np.ndarray,
     ev_bar: np.ndarray,
     ev_flags: np.ndarray,
 ) -> tuple[int, int]:
@@ -403,7 +404,8 @@ def simulate(
     (5) with ``close_at_end`` the book is flattened at the last close; (6) cash, position and
     equity are written out.
 
-    Order records (``ord_*``, one row per order, ``ord_fill_bar = -1`` if not filled) and
+    Order records (``ord_*``, one row per order, ``ord_fill_bar = -1`` if not filled,
+    ``ord_pos`` the position right after the order's fill) and
     risk events (``ev_*``) are written to caller-allocated arrays of length ``len(close)+1``
     and ``3*len(close)+2``.
 
@@ -439,6 +441,7 @@ def simulate(
             ord_price[pending] = px
             ord_fee[pending] = fee
             ord_flags[pending] |= fl
+            ord_pos[pending] = qty
             if fl != 0:
                 ev_bar[n_ev] = t
                 ev_flags[n_ev] = fl
@@ -486,6 +489,7 @@ def simulate(
             ord_price[k] = np.nan
             ord_fee[k] = 0.0
             ord_flags[k] = 0
+            ord_pos[k] = qty
             last_order = t
             orders_today += 1
             if fill_on_close:
@@ -499,6 +503,7 @@ def simulate(
                 ord_price[k] = px
                 ord_fee[k] = fee
                 ord_flags[k] = fl
+                ord_pos[k] = qty
                 if fl != 0:
                     ev_bar[n_ev] = t
                     ev_flags[n_ev] = fl
@@ -527,6 +532,7 @@ def simulate(
             ord_price[k] = px
             ord_fee[k] = fee
             ord_flags[k] = 0
+            ord_pos[k] = qty
         equity = cash + qty * close[t]
         out_cash[t] = cash
         out_qty[t] = qty

@@ -153,16 +153,17 @@ class SimulatedBroker:
         """Fill pending orders at ``price`` whatever the fill rule (e.g. closing at the end)."""
         return self._fill_all(symbol, price, high, low, ts, bar_index, cash, qty)
 
-    def expire(self, symbol: str) -> list[Execution]:
-        """Cancel pending orders of ``symbol`` because no bar is left to fill them."""
+    def expire(self, symbol: str, *, qty: Decimal = Decimal(0)) -> list[Execution]:
+        """Cancel pending orders of ``symbol`` (no bar is left to fill them); ``qty`` is the
+        position held, reported as the position after the (non-)fill."""
         out = []
         for p in self._pending.pop(symbol, []):
             side = Side.BUY if (p.target if p.target is not None else p.qty or 0.0) > 0 else Side.SELL
             order = self._order(p, side, Decimal(0), OrderStatus.EXPIRED)
             out.append(
                 Execution(order, None, kernels.FLAG_NO_NEXT_BAR, p.bar_index, -1, p.kind,
-                          _NAN if p.target is None else p.target, 0.0, _NAN, 0.0)
-            )
+                          _NAN if p.target is None else p.target, 0.0, _NAN, 0.0, float(qty))
+            )  # fmt: skip
         return out
 
     def _order(self, p: _Pending, side: Side, qty: Decimal, status: OrderStatus) -> Order:
@@ -184,6 +185,7 @@ class SimulatedBroker:
         out: list[Execution] = []
         f_cash = float(cash)
         f_qty = float(qty)
+        d_qty = qty
         cb, cps, sb, srf = self._cost_args
         for p in self._pending.pop(symbol, []):
             if p.target is not None:
@@ -197,16 +199,22 @@ class SimulatedBroker:
                     f_cash, f_qty, traded, price, high, low, cb, cps, sb, srf
                 )
                 flags = 0
-            if traded != 0.0:
-                side = Side.BUY if traded > 0 else Side.SELL
-                q = to_decimal(abs(traded))
-                order = self._order(p, side, q, OrderStatus.FILLED)
+            # The fill quantity is the change of the exact Decimal images of the float
+            # positions, so the ledger's position always equals the kernel's float position
+            # (no fractional-share dust). A float trade too small to move the float position
+            # (fractional shares only) books nothing.
+            after = to_decimal(f_qty)
+            q = after - d_qty
+            d_qty = after
+            if traded != 0.0 and q != 0:
+                side = Side.BUY if q > 0 else Side.SELL
+                order = self._order(p, side, abs(q), OrderStatus.FILLED)
                 fill: Fill | None = Fill(
                     fill_id=f"{p.order_id}-f1",
                     order_id=p.order_id,
                     symbol=symbol,
                     side=side,
-                    qty=q,
+                    qty=abs(q),
                     price=to_decimal(px),
                     fee=to_decimal(fee),
                     ts=ts,
@@ -218,6 +226,6 @@ class SimulatedBroker:
                 fill = None
             out.append(
                 Execution(order, fill, int(flags), p.bar_index, bar_index, p.kind,
-                          _NAN if p.target is None else p.target, traded, px, fee)
-            )
+                          _NAN if p.target is None else p.target, traded, px, fee, f_qty)
+            )  # fmt: skip
         return out
