@@ -11,11 +11,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stocktrade.config import Settings, get_settings
+from stocktrade.errors import ConfigError
 
 if TYPE_CHECKING:
     import psycopg
 
     from stocktrade.adapters.postgres.bars import PostgresBarRepository
+    from stocktrade.ports import EventBus, JobLauncher, Mirror, ObjectStore, RunRepository
+    from stocktrade.services.backtest_runs import BacktestEngine
+    from stocktrade.services.delivery import DeliveryService
+    from stocktrade.services.predict import PolicyPredictor
 
 
 @dataclass
@@ -46,6 +51,107 @@ class Container:
         from stocktrade.adapters.postgres.bars import PostgresBarRepository
 
         return PostgresBarRepository(self.db())
+
+    def store(self) -> ObjectStore:
+        """The object store of ``object_store_url`` (local folder or GCS), created once."""
+        from stocktrade.adapters.object_store import open_object_store
+
+        return self._get("store", lambda: open_object_store(settings=self.settings))  # type: ignore[no-any-return]
+
+    def runs(self) -> RunRepository:
+        """The run repository (Postgres) on this process's connection."""
+        if "runs" in self.overrides:
+            return self.overrides["runs"]  # type: ignore[no-any-return]
+        from stocktrade.adapters.postgres.runs import PostgresRunRepository
+
+        return PostgresRunRepository(self.db())
+
+    def job_launcher(self) -> JobLauncher:
+        """Cloud Run Jobs (``job_launcher=cloudrun``) or local subprocesses running the same
+        entry points, which reach this process's database and object store."""
+
+        def make() -> JobLauncher:
+            if self.settings.job_launcher == "cloudrun":
+                from stocktrade.adapters.gcp.run_jobs import CloudRunJobLauncher
+
+                return CloudRunJobLauncher(self.settings.gcp_project, self.settings.gcp_region)
+            from stocktrade.adapters.local.launcher import SubprocessJobLauncher
+            from stocktrade.adapters.postgres.db import database_url
+
+            env = {
+                "DATABASE_URL": database_url(self.settings),
+                "STOCKTRADE_OBJECT_STORE_URL": self.settings.resolved_object_store_url,
+                "STOCKTRADE_DATA_DIR": str(self.settings.data_dir),
+                "STOCKTRADE_ENV": self.settings.env,
+            }
+            return SubprocessJobLauncher(self.store(), env=env)
+
+        return self._get("job_launcher", make)  # type: ignore[no-any-return]
+
+    def backtest_engine(self) -> BacktestEngine:
+        """The backtest engine (:func:`stocktrade.backtest.engine.run_backtest`)."""
+        if "backtest_engine" in self.overrides:
+            return self.overrides["backtest_engine"]  # type: ignore[no-any-return]
+        from stocktrade.backtest.engine import run_backtest
+
+        return run_backtest
+
+    def bus(self) -> EventBus:
+        """Pub/Sub (``bus=pubsub``) or the in-process bus, created once per process.
+
+        The in-process bus starts with no subscribers; local runners wire the chain with
+        ``stocktrade.services.chain.subscribe(container.bus(), container.delivery())``.
+        """
+
+        def make() -> EventBus:
+            if self.settings.bus == "pubsub":
+                from stocktrade.adapters.gcp.pubsub import PubSubEventBus
+
+                return PubSubEventBus.from_settings(self.settings)
+            from stocktrade.adapters.local.bus import InProcessEventBus
+
+            return InProcessEventBus()
+
+        return self._get("bus", make)  # type: ignore[no-any-return]
+
+    def mirror(self) -> Mirror:
+        """The realtime mirror of ``settings.mirror`` (off, memory; Firestore not wired yet)."""
+
+        def make() -> Mirror:
+            from stocktrade.adapters.local.mirror import InMemoryMirror, NullMirror
+
+            if self.settings.mirror == "memory":
+                return InMemoryMirror()
+            if self.settings.mirror == "firestore":
+                raise ConfigError("mirror 'firestore' has no adapter yet; use 'off' or 'memory'")
+            return NullMirror()
+
+        return self._get("mirror", make)  # type: ignore[no-any-return]
+
+    def delivery(self) -> DeliveryService:
+        """Idempotent handling + outbox relay on this process's connection, bus and mirror."""
+
+        def make() -> DeliveryService:
+            from stocktrade.adapters.postgres.delivery import PostgresDeliveryStore
+            from stocktrade.services.delivery import DeliveryService
+
+            return DeliveryService(PostgresDeliveryStore(self.db), self.bus(),
+                                   mirror=self.mirror(), deps=self)
+
+        return self._get("delivery", make)  # type: ignore[no-any-return]
+
+    def predictor(self) -> PolicyPredictor:
+        """ONNX Runtime (CPU) policies from ``model_versions``, loaded once per instance."""
+
+        def make() -> PolicyPredictor:
+            from stocktrade.adapters.inference.onnx_runtime import OnnxPolicyRuntime
+            from stocktrade.adapters.postgres.policies import PostgresPolicySource
+            from stocktrade.services.predict import PolicyPredictor
+
+            source = PostgresPolicySource(self.db, self.store, self.settings)
+            return PolicyPredictor(source.find, source.read, OnnxPolicyRuntime)
+
+        return self._get("predictor", make)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         conn = self._cache.pop("db", None)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from stocktrade.domain.bars import SymbolSummary, Timeframe, UpsertCounts
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from stocktrade.data.arrays import BarArrays
     from stocktrade.data.csv_bars import BarFile
     from stocktrade.domain.runs import Run
+    from stocktrade.schemas.events import Event
 
 
 class BarRepository(Protocol):
@@ -76,12 +78,16 @@ class RunRepository(Protocol):
 
     def get(self, run_id: str, *, owner: str | None = None) -> Run: ...
 
+    def resolve(self, id_or_prefix: str, *, owner: str | None = None) -> str: ...
+
     def list(self, *, owner: str | None = None, kind: str | None = None,
              status: str | None = None, limit: int = 50) -> builtins.list[Run]: ...
 
     def start(self, run_id: str, *, execution: str | None = None, restart: bool = False) -> Run: ...
 
     def set_execution(self, run_id: str, execution: str) -> None: ...
+
+    def heartbeat(self, run_id: str) -> bool: ...
 
     def report_progress(self, run_id: str, progress: float, *, eta_seconds: float | None = None,
                         message: str | None = None) -> bool: ...
@@ -95,3 +101,91 @@ class RunRepository(Protocol):
     def request_cancel(self, run_id: str, *, owner: str | None = None) -> Run: ...
 
     def mark_cancelled(self, run_id: str, *, message: str | None = None) -> Run: ...
+
+
+# -- event delivery ---------------------------------------------------------------------------
+EventHandler = Callable[["Event"], None]
+"""A subscriber: called once per delivery (at least once per event); raising means "retry"."""
+
+
+class EventBus(Protocol):
+    """Publishes events to topics (Pub/Sub in the cloud, an in-process queue locally).
+
+    ``ordering_key=None`` uses the event's own key (:attr:`Event.ordering_key`); ``""``
+    publishes without one. ``publish`` returns once the bus has accepted the message and
+    gives its message id; it raises :class:`~stocktrade.errors.TransientError` (or the
+    bus's own error) when it could not.
+    """
+
+    def publish(self, topic: str, event: Event, ordering_key: str | None = None) -> str: ...
+
+    def publish_many(
+        self, items: Sequence[tuple[str, Event, str | None]]
+    ) -> list[str | BaseException]:
+        """Publish several events; per item, its message id or the error that stopped it."""
+        ...
+
+    def subscribe(self, topic: str, handler: EventHandler, *, name: str | None = None) -> Any: ...
+
+
+class Mirror(Protocol):
+    """The realtime read model for the frontend (Firestore in the cloud).
+
+    Written only after the database transaction that caused the change has committed, and
+    never read back by the system: it is a mirror, not a source of truth.
+    """
+
+    def write(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None: ...
+
+    def delete(self, collection: str, doc_id: str) -> None: ...
+
+
+class OutboxRecord(Protocol):
+    """One stored outbox row awaiting (or done with) publication."""
+
+    id: int
+    topic: str
+    ordering_key: str | None
+    payload: Mapping[str, Any]
+
+
+class DeliveryTransaction(Protocol):
+    """One open database transaction of the delivery service (see ``services.delivery``)."""
+
+    conn: Any  # the driver connection, for the handler's own writes in the same transaction
+
+    def claim(self, handler: str, event_id: str) -> bool:
+        """Record (handler, event id) as processed; ``False`` if it already was."""
+        ...
+
+    def add_outbox(self, topic: str, event_id: str, ordering_key: str | None,
+                   payload: Mapping[str, Any], attributes: Mapping[str, str]) -> bool:
+        """Store an event to publish after commit; ``False`` if that event id is stored."""
+        ...
+
+
+class DeliveryStore(Protocol):
+    """Processed-event ids, the transactional outbox and dead letters (Postgres)."""
+
+    def transaction(self) -> AbstractContextManager[DeliveryTransaction]: ...
+
+    def claim_pending(self, limit: int, lease_seconds: float) -> list[OutboxRecord]:
+        """Lease up to ``limit`` unpublished rows (oldest first) that no relay holds."""
+        ...
+
+    def mark_published(self, ids: Sequence[int]) -> None: ...
+
+    def release(self, ids: Sequence[int], error: str | None) -> None:
+        """Give leased rows back unpublished (after a failed publish)."""
+        ...
+
+    def record_dead_letter(self, handler: str, reason: str, *, event_id: str | None,
+                           topic: str | None, payload: str | None) -> bool:
+        """Store a message that can never be handled; ``False`` if already recorded."""
+        ...
+
+    def pending_count(self) -> int: ...
+
+    def classify_error(self, exc: BaseException) -> Literal["transient", "permanent"] | None:
+        """Whether a storage-driver error is worth retrying (``None``: not a driver error)."""
+        ...

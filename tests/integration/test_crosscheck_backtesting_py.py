@@ -96,8 +96,15 @@ def ours(bars: dict):
 
 
 def _theirs(frame: pd.DataFrame) -> pd.Series:
-    bt = Backtest(frame, SmaCrossLongOnly, cash=CASH, commission=COMMISSION,
-                  trade_on_close=False, exclusive_orders=False, finalize_trades=False)
+    bt = Backtest(
+        frame,
+        SmaCrossLongOnly,
+        cash=CASH,
+        commission=COMMISSION,
+        trade_on_close=False,
+        exclusive_orders=False,
+        finalize_trades=False,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "trades remain open", "prices larger than cash"
         return bt.run()
@@ -129,9 +136,13 @@ def test_sma_crossover_matches_backtesting_py_trades_and_final_equity(bars, ours
 @pytest.mark.integration
 def test_bar_by_bar_path_gives_the_crosscheck_result_too(bars, ours) -> None:
     config = BacktestConfig(
-        initial_cash=Decimal(CASH), cash_allocation="each", symbols=SYMBOLS,
-        costs=CostModel(commission_bps=Decimal(10)), mode="step", check_invariants=True,
-    )  # fmt: skip
+        initial_cash=Decimal(CASH),
+        cash_allocation="each",
+        symbols=SYMBOLS,
+        costs=CostModel(commission_bps=Decimal(10)),
+        mode="step",
+        check_invariants=True,
+    )
     step = run_backtest(bars, SmaCrossover(10, 30, mode="cross"), config)
     step.verify()
     for s in SYMBOLS:

@@ -11,32 +11,32 @@ import pytest
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("onnxruntime")
 
-from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3 import PPO
 
-from stocktrade.adapters.inference.onnx_runtime import OnnxPolicyRuntime  # noqa: E402
-from stocktrade.data.arrays import BarArrays  # noqa: E402
-from stocktrade.data.csv_bars import read_bars_csv  # noqa: E402
-from stocktrade.errors import ValidationError  # noqa: E402
-from stocktrade.quant.features import FeatureSpec  # noqa: E402
-from stocktrade.quant.observation import ObservationSpec  # noqa: E402
-from stocktrade.rl import export as export_mod  # noqa: E402
-from stocktrade.rl.env import (  # noqa: E402
+from stocktrade.adapters.inference.onnx_runtime import OnnxPolicyRuntime
+from stocktrade.data.arrays import BarArrays
+from stocktrade.data.csv_bars import read_bars_csv
+from stocktrade.errors import ValidationError
+from stocktrade.quant.features import FeatureSpec
+from stocktrade.quant.observation import ObservationSpec
+from stocktrade.rl import export as export_mod
+from stocktrade.rl.env import (
     EnvConfig,
     EnvData,
     TradingEnv,
     action_labels,
     fit_observation_spec,
 )
-from stocktrade.rl.export import (  # noqa: E402
+from stocktrade.rl.export import (
     ExportParityError,
     check_parity,
     export_policy,
     sample_observations,
     save_sb3,
 )
-from stocktrade.rl.manifest import build_manifest, config_hash, verify_files  # noqa: E402
-from stocktrade.rl.ppo import PPOConfig, build_ppo, make_vec_env, train  # noqa: E402
-from tests.conftest import data_file  # noqa: E402
+from stocktrade.rl.manifest import build_manifest, config_hash, verify_files
+from stocktrade.rl.ppo import PPOConfig, build_ppo, make_vec_env, train
+from tests.conftest import data_file
 
 ENV = EnvConfig(random_start=True, episode_length=32, allow_short=True, commission_bps=5.0)
 TINY = PPOConfig(
@@ -179,8 +179,10 @@ def test_exported_policy_trades_the_same_in_the_env_and_the_backtest_engine(
     onnx_bytes = export_policy(model, observations).onnx
     aapl = bars["AAPL"]
     runtime = OnnxPolicyRuntime(onnx_bytes)
-    env = TradingEnv(EnvData.from_bars(aapl, spec), ENV.model_copy(update={"random_start": False,
-                                                                          "episode_length": None}))
+    env = TradingEnv(
+        EnvData.from_bars(aapl, spec),
+        ENV.model_copy(update={"random_start": False, "episode_length": None}),
+    )
     obs, _ = env.reset(seed=0)
     env_equity = np.full(len(aapl), np.nan)
     done = False

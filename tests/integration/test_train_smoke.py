@@ -10,12 +10,12 @@ import pytest
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("torch")
 
-from stocktrade.data.csv_bars import read_bars_csv  # noqa: E402
-from stocktrade.quant.observation import ObservationSpec  # noqa: E402
-from stocktrade.rl.callbacks import Progress  # noqa: E402
-from stocktrade.rl.env import EnvConfig, EnvData, action_labels, fit_observation_spec  # noqa: E402
-from stocktrade.rl.ppo import PPOConfig, build_ppo, make_vec_env, train  # noqa: E402
-from tests.conftest import data_file  # noqa: E402
+from stocktrade.data.csv_bars import read_bars_csv
+from stocktrade.quant.observation import ObservationSpec
+from stocktrade.rl.callbacks import Progress
+from stocktrade.rl.env import EnvConfig, EnvData, action_labels, fit_observation_spec
+from stocktrade.rl.ppo import PPOConfig, build_ppo, make_vec_env, train
+from tests.conftest import data_file
 
 ENV = EnvConfig(random_start=True, episode_length=16)
 TINY = PPOConfig(
@@ -118,5 +118,7 @@ def test_build_ppo_pins_torch_threads_and_net_arch(datas: list[EnvData]) -> None
     config = TINY.model_copy(update={"torch_threads": 1, "net_arch": (16, 8)})
     model = build_ppo(make_vec_env(datas, ENV, config), config)
     assert torch.get_num_threads() == 1
-    sizes = [m.out_features for m in model.policy.mlp_extractor.policy_net if hasattr(m, "out_features")]
+    sizes = [
+        m.out_features for m in model.policy.mlp_extractor.policy_net if hasattr(m, "out_features")
+    ]
     assert sizes == [16, 8]

@@ -13,11 +13,16 @@ import pytest
 
 from stocktrade.data.arrays import BarArrays
 from stocktrade.data.csv_bars import read_bars_csv
-from stocktrade.domain.actions import Action, position_state
+from stocktrade.domain.actions import POSITION_STATES, Action, position_state
 from stocktrade.domain.costs import CostModel
 from stocktrade.errors import ConflictError, ValidationError
 from stocktrade.quant.features import FeatureSpec, compute_features
-from stocktrade.quant.observation import ObservationSpec, normalise, observation_at
+from stocktrade.quant.observation import (
+    ObservationSpec,
+    normalise,
+    observation_at,
+    observations_batch,
+)
 from stocktrade.rl.env import EnvConfig, EnvData, TradingEnv, fit_observation_spec
 from stocktrade.sim.kernels import execute_target
 from tests.conftest import data_file
@@ -160,7 +165,7 @@ def test_observations_equal_quant_observation_at_with_the_position_state(
     b = bars["AAPL"]
     norm = normalise(compute_features(b.open, b.high, b.low, b.close, b.volume), spec)
     env = TradingEnv(aapl, EnvConfig(allow_short=True))
-    obs, info = env.reset(seed=0)
+    obs, _ = env.reset(seed=0)
     rng = np.random.default_rng(1)
     states = set()
     for _ in range(300):
@@ -223,7 +228,7 @@ def test_close_fill_rule_fills_at_the_decision_bar_close(aapl: EnvData) -> None:
     env = TradingEnv(aapl, EnvConfig(fill_rule="close"))
     env.reset(seed=0)
     t = env.t
-    o, h, lo, c = aapl.px[t]
+    _, h, lo, c = aapl.px[t]
     cash, qty, *_ = execute_target(100_000.0, 0.0, 1.0, c, h, lo, 1.0, 0.0, 2.0, 0.0, True, False)
     env.step(Action.BUY)
     assert (env.portfolio.cash, env.portfolio.qty) == (cash, qty)
@@ -289,49 +294,104 @@ def test_losing_the_bankrupt_fraction_terminates_the_episode(aapl: EnvData) -> N
     assert info["equity"] <= 50_000.0
 
 
-def test_env_equity_matches_the_backtest_kernel_for_the_same_policy(
+class _LinearPolicy:
+    """A fixed linear policy as a backtest strategy (the engine's batched-policy path)."""
+
+    name = "linear_policy"
+
+    def __init__(self, weights: np.ndarray, spec: ObservationSpec, config: EnvConfig) -> None:
+        self.weights = weights
+        self.spec = spec
+        self.action_table = tuple(config.target_table())
+        self.warmup = FeatureSpec().warmup + spec.window - 1
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.argmax(obs @ self.weights, axis=-1)
+
+    def params(self) -> dict[str, object]:
+        return {}
+
+    def reset(self) -> None:
+        pass
+
+    def on_bar(self, bar: object, position: object) -> object:
+        raise AssertionError("the engine should take the batched path")
+
+    def batch_actions(self, bars: BarArrays) -> np.ndarray:
+        feats = compute_features(bars.open, bars.high, bars.low, bars.close, bars.volume)
+        norm = normalise(feats, self.spec)
+        n = len(bars)
+        out = np.full((n, 3), -1, dtype=np.int64)
+        idx = np.arange(self.warmup, n)
+        for j, state in enumerate(POSITION_STATES):
+            out[idx, j] = self.act(observations_batch(norm, idx, float(state)))
+        return out
+
+
+def test_env_equity_matches_the_backtest_engine_for_the_same_policy(
     bars: dict[str, BarArrays], aapl: EnvData, spec: ObservationSpec
 ) -> None:
-    """A policy acting in the env ends with the equity curve the backtest computes."""
-    from stocktrade.sim.kernels import simulate
+    """A policy acting in the env ends each bar with the equity the backtest computes."""
+    from stocktrade.backtest.config import BacktestConfig
+    from stocktrade.backtest.engine import run_backtest
+    from stocktrade.domain.risk import RiskLimits
 
-    b = bars["AAPL"]
-    costs = CostModel(commission_bps=10, slippage_bps=3, slippage_range_frac=0.05)  # type: ignore[arg-type]
+    costs = CostModel.from_dict(
+        {"commission_bps": 10, "slippage_bps": 3, "slippage_range_frac": "0.05"}
+    )
     config = EnvConfig.with_costs(costs, allow_short=True)
-    rng = np.random.default_rng(4)
-    weights = rng.normal(size=(aapl.obs_dim, 3)).astype(np.float32)
-
-    def policy(obs: np.ndarray) -> int:
-        return int(np.argmax(obs @ weights))
+    policy = _LinearPolicy(np.random.default_rng(4).normal(size=(aapl.obs_dim, 3)), spec, config)
 
     env = TradingEnv(aapl, config)
     obs, _ = env.reset(seed=0)
-    n = aapl.n_bars
-    env_equity = np.full(n, np.nan)
-    actions = np.full((n, 3), -1, dtype=np.int64)
+    env_equity = np.full(aapl.n_bars, np.nan)
     done = False
     while not done:
-        t = env.t
-        a = policy(obs)
-        actions[t, position_state(env.portfolio.qty) + 1] = a
-        obs, _, term, trunc, _ = env.step(a)
+        obs, _, terminated, truncated, _ = env.step(int(policy.act(obs)))
         env_equity[env.t] = env.portfolio.equity
-        done = term or trunc
+        done = terminated or truncated
     assert env.portfolio.trades > 10
 
-    cash, qty, equity = np.zeros(n), np.zeros(n), np.zeros(n)
-    ints = [np.zeros(n + 1, np.int64) for _ in range(4)]  # bar, kind, fill_bar, flags
-    floats = [np.zeros(n + 1) for _ in range(4)]  # target, qty, price, fee
-    events = [np.zeros(3 * n + 2, np.int64) for _ in range(2)]
-    c_bps, c_share, s_bps, s_range = costs.kernel_args()
-    simulate(
-        b.open, b.high, b.low, b.close, np.arange(n, dtype=np.int64), np.full(n, np.nan),
-        actions, config.target_table(), True, 100_000.0,
-        c_bps, c_share, s_bps, s_range,
-        False, True, False, 0, True, 0, 1 << 30, np.inf, np.inf, np.inf, np.inf,
-        cash, qty, equity,
-        ints[0], ints[1], floats[0], ints[2], floats[1], floats[2], floats[3], ints[3],
-        events[0], events[1],
-    )  # fmt: skip
+    backtest = BacktestConfig(
+        costs=costs, risk=RiskLimits(allow_short=True), whole_shares=config.whole_shares
+    )
+    result = run_backtest({"AAPL": bars["AAPL"]}, policy, backtest)  # type: ignore[arg-type]
+    assert result.path == "policy_batch"
+    book = result.books["AAPL"]
     steps = np.flatnonzero(~np.isnan(env_equity))
-    np.testing.assert_array_equal(env_equity[steps], equity[steps])
+    np.testing.assert_array_equal(env_equity[steps], book.equity[steps])
+    assert len(book.fills) == env.portfolio.trades
+
+
+def test_the_env_and_the_rl_package_import_without_torch() -> None:
+    code = (
+        "import sys, stocktrade.rl, stocktrade.rl.env, stocktrade.rl.manifest;"
+        "from stocktrade.rl import TradingEnv, EnvConfig;"
+        "print(sorted(m for m in ('torch', 'stable_baselines3', 'onnxruntime') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ wrappers
+
+
+def test_reward_wrappers_reshape_rewards_but_not_observations(aapl: EnvData) -> None:
+    from stocktrade.rl.wrappers import DifferentialSharpeReward, DrawdownPenalty, ScaleReward
+
+    actions = [int(a) for a in np.random.default_rng(5).integers(0, 3, 200)]
+    base = _run(TradingEnv(aapl), actions)
+    scaled = _run(ScaleReward(TradingEnv(aapl), 100.0), actions)  # type: ignore[arg-type]
+    sharpe = _run(DifferentialSharpeReward(TradingEnv(aapl), eta=0.05), actions)  # type: ignore[arg-type]
+    penalised = _run(DrawdownPenalty(TradingEnv(aapl), coef=2.0), actions)  # type: ignore[arg-type]
+    for run in (scaled, sharpe, penalised):
+        for (obs_a, *_), (obs_b, *_) in zip(base, run, strict=True):
+            np.testing.assert_array_equal(obs_a, obs_b)
+    raw = np.array([r for _, r, *_ in base[1:]])
+    np.testing.assert_allclose([r for _, r, *_ in scaled[1:]], raw * 100.0)
+    shaped = np.array([r for _, r, *_ in sharpe[1:]])
+    assert shaped[0] == 0.0 and np.all(np.isfinite(shaped)) and not np.allclose(shaped, raw)
+    penalty = raw - np.array([r for _, r, *_ in penalised[1:]])
+    assert np.all(penalty >= 0) and penalty.max() > 0
+    with pytest.raises(ValidationError, match="eta"):
+        DifferentialSharpeReward(TradingEnv(aapl), eta=1.5)  # type: ignore[arg-type]

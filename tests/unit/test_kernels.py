@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,12 +14,39 @@ from stocktrade.sim import kernels as k
 INF = math.inf
 
 
-def run_target(cash, qty, target, price=100.0, *, high=None, low=None, cb=0.0, cps=0.0, sb=0.0,
-               srf=0.0, whole=True, short=False, max_qty=INF, max_notional=INF):  # fmt: skip
+def run_target(
+    cash,
+    qty,
+    target,
+    price=100.0,
+    *,
+    high=None,
+    low=None,
+    cb=0.0,
+    cps=0.0,
+    sb=0.0,
+    srf=0.0,
+    whole=True,
+    short=False,
+    max_qty=INF,
+    max_notional=INF,
+):
     return k.execute_target_limited(
-        cash, qty, target, price, price if high is None else high, price if low is None else low,
-        cb, cps, sb, srf, whole, short, max_qty, max_notional,
-    )  # fmt: skip
+        cash,
+        qty,
+        target,
+        price,
+        price if high is None else high,
+        price if low is None else low,
+        cb,
+        cps,
+        sb,
+        srf,
+        whole,
+        short,
+        max_qty,
+        max_notional,
+    )
 
 
 def test_all_in_buy_spends_cash_on_whole_shares_including_commission() -> None:
@@ -99,11 +127,21 @@ def test_compiled_and_uncompiled_kernels_give_identical_floats() -> None:
     rng = np.random.default_rng(7)
     for _ in range(200):
         args = (
-            float(rng.uniform(-1e3, 1e5)), float(rng.integers(-50, 50)), float(rng.choice([-1, -0.5, 0, 0.3, 1, 2])),
-            float(rng.uniform(1, 500)), 0.0, 0.0, float(rng.uniform(0, 30)), float(rng.uniform(0, 0.05)),
-            float(rng.uniform(0, 30)), float(rng.uniform(0, 0.3)), bool(rng.integers(2)), bool(rng.integers(2)),
-            float(rng.choice([INF, 20.0])), float(rng.choice([INF, 3_000.0])),
-        )  # fmt: skip
+            float(rng.uniform(-1e3, 1e5)),
+            float(rng.integers(-50, 50)),
+            float(rng.choice([-1, -0.5, 0, 0.3, 1, 2])),
+            float(rng.uniform(1, 500)),
+            0.0,
+            0.0,
+            float(rng.uniform(0, 30)),
+            float(rng.uniform(0, 0.05)),
+            float(rng.uniform(0, 30)),
+            float(rng.uniform(0, 0.3)),
+            bool(rng.integers(2)),
+            bool(rng.integers(2)),
+            float(rng.choice([INF, 20.0])),
+            float(rng.choice([INF, 3_000.0])),
+        )
         args = (*args[:4], args[3] * 1.01, args[3] * 0.99, *args[6:])
         assert k.execute_target_limited(*args) == k.execute_target_limited.py_func(*args)
 
@@ -129,11 +167,31 @@ def test_kernel_flags_are_the_risk_code_bits() -> None:
     ],
 )
 def test_risk_gate_rejects_or_adjusts_with_a_reason_code(kwargs, expected) -> None:
-    a = {"desired": 1.0, "current": 0.0, "bar_index": 10, "halted": False, "last_order": k.NEVER,
-         "orders_today": 0, "warmup": 0, "short": False, "min_bars": 0, "per_day": 1 << 62}  # fmt: skip
+    a: dict[str, Any] = {
+        "desired": 1.0,
+        "current": 0.0,
+        "bar_index": 10,
+        "halted": False,
+        "last_order": k.NEVER,
+        "orders_today": 0,
+        "warmup": 0,
+        "short": False,
+        "min_bars": 0,
+        "per_day": 1 << 62,
+    }
     a.update(kwargs)
-    got = k.risk_gate(a["desired"], a["current"], a["bar_index"], a["halted"], a["last_order"],
-                      a["orders_today"], a["warmup"], a["short"], a["min_bars"], a["per_day"])  # fmt: skip
+    got = k.risk_gate(
+        a["desired"],
+        a["current"],
+        a["bar_index"],
+        a["halted"],
+        a["last_order"],
+        a["orders_today"],
+        a["warmup"],
+        a["short"],
+        a["min_bars"],
+        a["per_day"],
+    )
     assert got == expected
 
 
@@ -153,20 +211,54 @@ def _simulate(close, targets, *, fill_on_close=False, close_at_end=False, cash=1
     low = np.minimum(open_, close)
     outs = [np.empty(n) for _ in range(3)]
     m = n + 1
-    recs = [np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m), np.empty(m, np.int64),
-            np.empty(m), np.empty(m), np.empty(m), np.empty(m, np.int64), np.empty(m)]  # fmt: skip
+    recs = [
+        np.empty(m, np.int64),
+        np.empty(m, np.int64),
+        np.empty(m),
+        np.empty(m, np.int64),
+        np.empty(m),
+        np.empty(m),
+        np.empty(m),
+        np.empty(m, np.int64),
+        np.empty(m),
+    ]
     ev = [np.empty(3 * n + 2, np.int64), np.empty(3 * n + 2, np.int64)]
     n_ord, n_ev = k.simulate(
-        open_, high, low, close, np.arange(n, dtype=np.int64), np.asarray(targets, dtype=np.float64),
-        np.empty((0, 3), np.int64), np.empty(3), False, cash, cb, 0.0, 0.0, 0.0, fill_on_close,
-        True, close_at_end, 0, False, 0, 1 << 62, INF, INF, INF, INF, *outs, *recs, *ev,
-    )  # fmt: skip
+        open_,
+        high,
+        low,
+        close,
+        np.arange(n, dtype=np.int64),
+        np.asarray(targets, dtype=np.float64),
+        np.empty((0, 3), np.int64),
+        np.empty(3),
+        False,
+        cash,
+        cb,
+        0.0,
+        0.0,
+        0.0,
+        fill_on_close,
+        True,
+        close_at_end,
+        0,
+        False,
+        0,
+        1 << 62,
+        INF,
+        INF,
+        INF,
+        INF,
+        *outs,
+        *recs,
+        *ev,
+    )
     return outs, [r[:n_ord] for r in recs], [e[:n_ev] for e in ev], open_
 
 
 def test_simulate_fills_next_open_and_marks_equity_at_close() -> None:
     (cash, qty, equity), recs, _ev, open_ = _simulate([10, 11, 12, 13], [1, 1, 0, 0])
-    bar, kind, target, fill_bar, traded, price = recs[:6]
+    bar, _kind, _target, fill_bar, traded, price = recs[:6]
     assert list(bar) == [0, 2] and list(fill_bar) == [1, 3]
     assert list(traded) == [100.0, -100.0] and list(price) == [open_[1], open_[3]]
     np.testing.assert_array_equal(equity, cash + qty * np.array([10, 11, 12, 13.0]))
@@ -174,7 +266,9 @@ def test_simulate_fills_next_open_and_marks_equity_at_close() -> None:
 
 
 def test_simulate_with_close_fills_at_the_deciding_bars_close() -> None:
-    (_cash, qty, equity), recs, _ev, _o = _simulate([10, 11, 12, 13], [1, 1, 0, 0], fill_on_close=True)
+    (_cash, qty, equity), recs, _ev, _o = _simulate(
+        [10, 11, 12, 13], [1, 1, 0, 0], fill_on_close=True
+    )
     assert list(recs[3]) == [0, 2] and list(recs[5]) == [10.0, 12.0]
     assert list(qty) == [100, 100, 0, 0] and equity[-1] == 1_200
 
@@ -187,6 +281,8 @@ def test_simulate_expires_an_order_decided_on_the_last_bar() -> None:
 
 
 def test_simulate_can_close_the_position_at_the_end() -> None:
-    (cash, qty, equity), recs, _ev, _o = _simulate([10, 11, 12], [1, 1, 1], close_at_end=True, cb=10)
+    (cash, qty, equity), recs, _ev, _o = _simulate(
+        [10, 11, 12], [1, 1, 1], close_at_end=True, cb=10
+    )
     assert list(recs[1]) == [k.ORDER_STRATEGY, k.ORDER_END_OF_DATA]
     assert qty[-1] == 0 and equity[-1] == cash[-1]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal as D
+from decimal import Decimal as D  # noqa: N817 (short money literals)
 
 import pytest
 
@@ -15,7 +15,9 @@ T0 = datetime(2015, 1, 2, tzinfo=UTC)
 _seq = iter(range(10**6))
 
 
-def fill(side: Side, qty: str, price: str, fee: str = "0", day: int = 0, symbol: str = "AAPL") -> Fill:
+def fill(
+    side: Side, qty: str, price: str, fee: str = "0", day: int = 0, symbol: str = "AAPL"
+) -> Fill:
     n = next(_seq)
     return Fill(f"f{n}", f"o{n}", symbol, side, D(qty), D(price), D(fee), T0 + timedelta(days=day))
 

@@ -46,8 +46,16 @@ def bars_from_close(close, *, minutes: bool = False, symbol: str = "X") -> BarAr
     step = np.timedelta64(1, "h") if minutes else np.timedelta64(1, "D")
     ts = np.datetime64("2015-01-05T14:00", "ns") + np.arange(n) * step
     open_ = np.concatenate(([close[0]], close[:-1]))
-    return BarArrays(symbol, "1h" if minutes else "1d", ts, open_, np.maximum(open_, close) * 1.01,
-                     np.minimum(open_, close) * 0.99, close, np.full(n, 1e6))  # fmt: skip
+    return BarArrays(
+        symbol,
+        "1h" if minutes else "1d",
+        ts,
+        open_,
+        np.maximum(open_, close) * 1.01,
+        np.minimum(open_, close) * 0.99,
+        close,
+        np.full(n, 1e6),
+    )
 
 
 def both_paths(data, strategy, config: BacktestConfig):
@@ -89,8 +97,9 @@ def test_daily_loss_kill_switch_flattens_and_halts_for_the_rest_of_the_run() -> 
 def test_throttle_enforces_bars_between_orders_and_retries_a_sticky_target() -> None:
     targets = [1, 0, 1, 1, 1, 0, 0, 0, 0]
     limits = RiskLimits(min_bars_between_orders=3)
-    result = both_paths({"X": bars_from_close(np.linspace(10, 12, 9))}, Scripted(targets),
-                        replace(CFG, risk=limits))  # fmt: skip
+    result = both_paths(
+        {"X": bars_from_close(np.linspace(10, 12, 9))}, Scripted(targets), replace(CFG, risk=limits)
+    )
     assert list(result.books["X"].records.bar) == [0, 5]
     assert codes_at(result) == [(1, "THROTTLE_MIN_BARS")]
 
@@ -108,15 +117,20 @@ def test_max_orders_per_day_resets_on_the_next_utc_day() -> None:
 
 
 def test_warmup_bars_hold_back_the_first_order() -> None:
-    result = both_paths({"X": bars_from_close(np.linspace(10, 12, 12))}, BuyAndHold(),
-                        replace(CFG, risk=RiskLimits(warmup_bars=5)))  # fmt: skip
+    result = both_paths(
+        {"X": bars_from_close(np.linspace(10, 12, 12))},
+        BuyAndHold(),
+        replace(CFG, risk=RiskLimits(warmup_bars=5)),
+    )
     assert list(result.books["X"].records.bar) == [5]
     assert codes_at(result) == [(t, "WARMUP") for t in range(5)]
 
 
 def test_long_only_book_turns_short_targets_into_exits() -> None:
     targets = [1, 1, -1, -1, 1, -1]
-    result = both_paths({"X": bars_from_close([10, 11, 12, 13, 14, 15, 16])}, Scripted(targets + [np.nan]), CFG)
+    result = both_paths(
+        {"X": bars_from_close([10, 11, 12, 13, 14, 15, 16])}, Scripted([*targets, np.nan]), CFG
+    )
     book = result.books["X"]
     assert list(book.records.target) == [1, 0, 1, 0]
     assert (book.qty >= 0).all()
@@ -125,26 +139,36 @@ def test_long_only_book_turns_short_targets_into_exits() -> None:
 
 def test_long_short_book_goes_short() -> None:
     limits = RiskLimits(allow_short=True)
-    result = both_paths({"X": bars_from_close([10, 11, 12, 11, 10])}, Scripted([-1, -1, -1, -1, -1]),
-                        replace(CFG, risk=limits))  # fmt: skip
+    result = both_paths(
+        {"X": bars_from_close([10, 11, 12, 11, 10])},
+        Scripted([-1, -1, -1, -1, -1]),
+        replace(CFG, risk=limits),
+    )
     assert result.books["X"].qty[-1] < 0
     assert result.books["X"].equity[-1] > 10_000 * 0.99
 
 
 def test_position_and_notional_caps_resize_the_order_with_a_reason() -> None:
     bars = {"X": bars_from_close([100, 100, 101, 102])}
-    qty_cap = both_paths(bars, BuyAndHold(), replace(CFG, risk=RiskLimits(max_position_qty=Decimal(7))))
+    qty_cap = both_paths(
+        bars, BuyAndHold(), replace(CFG, risk=RiskLimits(max_position_qty=Decimal(7)))
+    )
     assert qty_cap.books["X"].qty[-1] == 7
     assert codes_at(qty_cap) == [(1, "MAX_POSITION")]
     assert "7 units" in qty_cap.books["X"].risk_events[0].reason
-    notional = both_paths(bars, BuyAndHold(), replace(CFG, risk=RiskLimits(max_notional=Decimal(2_550))))
+    notional = both_paths(
+        bars, BuyAndHold(), replace(CFG, risk=RiskLimits(max_notional=Decimal(2_550)))
+    )
     assert notional.books["X"].qty[-1] == 25
     assert codes_at(notional) == [(1, "MAX_NOTIONAL")]
 
 
 def test_an_unaffordable_order_is_rejected_with_insufficient_cash() -> None:
-    result = both_paths({"X": bars_from_close([500, 500, 500])}, BuyAndHold(),
-                        replace(CFG, initial_cash=Decimal(100)))  # fmt: skip
+    result = both_paths(
+        {"X": bars_from_close([500, 500, 500])},
+        BuyAndHold(),
+        replace(CFG, initial_cash=Decimal(100)),
+    )
     (order,) = result.books["X"].orders
     assert order.status.value == "rejected" and order.qty == 0
     assert codes_at(result) == [(1, "INSUFFICIENT_CASH")]
@@ -188,7 +212,10 @@ def test_risk_limits_round_trip_through_dicts_and_reject_unknown_fields() -> Non
 def test_kill_switch_on_cash_loss_also_works_with_same_bar_close_fills() -> None:
     close = [100, 100, 70, 75, 80]
     limits = RiskLimits(max_daily_loss=Decimal(1_000))
-    result = both_paths({"X": bars_from_close(close)}, BuyAndHold(),
-                        replace(CFG, risk=limits, fill_rule=FillRule.CLOSE))  # fmt: skip
+    result = both_paths(
+        {"X": bars_from_close(close)},
+        BuyAndHold(),
+        replace(CFG, risk=limits, fill_rule=FillRule.CLOSE),
+    )
     book = result.books["X"]
     assert list(book.records.fill_bar) == [0, 2] and (book.qty[2:] == 0).all()

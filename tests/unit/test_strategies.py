@@ -44,7 +44,9 @@ def step_targets(strategy: Strategy, bars: BarArrays) -> np.ndarray:
     strategy.reset()
     out = np.empty(len(bars))
     for t in range(len(bars)):
-        bar = BarInput(t, T0, bars.open[t], bars.high[t], bars.low[t], bars.close[t], bars.volume[t])
+        bar = BarInput(
+            t, T0, bars.open[t], bars.high[t], bars.low[t], bars.close[t], bars.volume[t]
+        )
         out[t] = strategy.on_bar(bar, PositionView()).target
     return out
 
@@ -81,8 +83,16 @@ def test_sma_crossover_state_mode_is_long_exactly_when_fast_sma_is_above_slow() 
 
 def test_sma_crossover_cross_mode_waits_for_a_strict_crossing() -> None:
     close = np.array([10, 9, 8, 7, 8, 9, 10, 11, 10, 9, 8, 7.0])
-    bars = BarArrays("X", "1d", np.arange(12).astype("datetime64[D]").astype("datetime64[ns]"),
-                     close, close, close, close, np.ones(12))  # fmt: skip
+    bars = BarArrays(
+        "X",
+        "1d",
+        np.arange(12).astype("datetime64[D]").astype("datetime64[ns]"),
+        close,
+        close,
+        close,
+        close,
+        np.ones(12),
+    )
     got = SmaCrossover(1, 3, mode="cross").targets(bars)
     # sma3 from bar 2; the close crosses above it at bar 4 and below it at bar 8.
     expected = [math.nan] * 4 + [1.0] * 4 + [0.0] * 4
@@ -94,8 +104,16 @@ def test_rsi_mean_reversion_buys_oversold_and_exits_overbought() -> None:
     rising = np.linspace(60, 120, 30)
     close = np.concatenate((falling, rising))
     n = len(close)
-    bars = BarArrays("X", "1d", np.arange(n).astype("datetime64[D]").astype("datetime64[ns]"),
-                     close, close, close, close, np.ones(n))  # fmt: skip
+    bars = BarArrays(
+        "X",
+        "1d",
+        np.arange(n).astype("datetime64[D]").astype("datetime64[ns]"),
+        close,
+        close,
+        close,
+        close,
+        np.ones(n),
+    )
     t = RsiMeanReversion(14).targets(bars)
     assert np.isnan(t[:14]).all()
     assert t[29] == 1.0 and t[-1] == 0.0
@@ -131,7 +149,9 @@ onnx = pytest.importorskip("onnx", reason="onnx is not installed")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
 
-def build_mlp_onnx(obs_dim: int, hidden: int = 32, seed: int = 0, position_gain: float = 6.0) -> bytes:
+def build_mlp_onnx(
+    obs_dim: int, hidden: int = 32, seed: int = 0, position_gain: float = 6.0
+) -> bytes:
     """A small MLP policy obeying the I/O contract: obs [batch, D] -> logits, probs [batch, 3]."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -150,12 +170,18 @@ def build_mlp_onnx(obs_dim: int, hidden: int = 32, seed: int = 0, position_gain:
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "policy",
+        nodes,
+        "policy",
         [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", obs_dim])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3]),
-         helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3])],
-        [numpy_helper.from_array(a, name) for a, name in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))],
-    )  # fmt: skip
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3]),
+        ],
+        [
+            numpy_helper.from_array(a, name)
+            for a, name in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -186,7 +212,9 @@ def policy_parts():
     return bars, spec, obs_spec, build_mlp_onnx(obs_spec.obs_dim)
 
 
-def test_policy_batch_actions_equal_bar_by_bar_actions_for_every_position_state(policy_parts) -> None:
+def test_policy_batch_actions_equal_bar_by_bar_actions_for_every_position_state(
+    policy_parts,
+) -> None:
     from stocktrade.strategies.onnx_policy import OnnxPolicyStrategy
 
     bars, spec, obs_spec, model = policy_parts
@@ -199,7 +227,9 @@ def test_policy_batch_actions_equal_bar_by_bar_actions_for_every_position_state(
     for j, qty in enumerate((-5.0, 0.0, 5.0)):
         strategy.reset()
         for t in range(len(bars)):
-            bar = BarInput(t, T0, bars.open[t], bars.high[t], bars.low[t], bars.close[t], bars.volume[t])
+            bar = BarInput(
+                t, T0, bars.open[t], bars.high[t], bars.low[t], bars.close[t], bars.volume[t]
+            )
             sig = strategy.on_bar(bar, PositionView(qty=qty))
             assert sig.action == batch[t, j]
             if sig.action >= 0:
@@ -212,12 +242,16 @@ def test_policy_backtest_batched_path_equals_the_bar_by_bar_path(policy_parts) -
     bars, spec, obs_spec, model = policy_parts
     other = random_bars(900, seed=12, symbol="OTHER")
     data = {"SYN": bars, "OTHER": other}
-    config = BacktestConfig(initial_cash=Decimal(20_000), costs=CostModel(commission_bps=Decimal(5)))
+    config = BacktestConfig(
+        initial_cash=Decimal(20_000), costs=CostModel(commission_bps=Decimal(5))
+    )
     for runtime in (model, RawOrtRuntime(model)):
         strategy = OnnxPolicyStrategy(runtime, feature_spec=spec, obs_spec=obs_spec)
         fast = run_backtest(data, strategy, config)
         step = run_backtest(
-            data, strategy, BacktestConfig(**{**config.__dict__, "mode": "step", "check_invariants": True})
+            data,
+            strategy,
+            BacktestConfig(**{**config.__dict__, "mode": "step", "check_invariants": True}),
         )
         assert (fast.path, step.path) == ("policy_batch", "step")
         for s in data:
@@ -233,6 +267,8 @@ def test_policy_strategy_refuses_a_model_that_does_not_fit_its_observation(polic
 
     _bars, spec, obs_spec, _model = policy_parts
     with pytest.raises(ValidationError, match="obs_dim"):
-        OnnxPolicyStrategy(build_mlp_onnx(obs_spec.obs_dim + 1), feature_spec=spec, obs_spec=obs_spec)
+        OnnxPolicyStrategy(
+            build_mlp_onnx(obs_spec.obs_dim + 1), feature_spec=spec, obs_spec=obs_spec
+        )
     with pytest.raises(ValidationError, match="fitted"):
         OnnxPolicyStrategy(_model, feature_spec=spec, obs_spec=ObservationSpec(window=8))

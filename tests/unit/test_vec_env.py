@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -9,14 +10,14 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
+from stable_baselines3.common.vec_env import DummyVecEnv
 
-from stocktrade.data.csv_bars import read_bars_csv  # noqa: E402
-from stocktrade.errors import ValidationError  # noqa: E402
-from stocktrade.quant.observation import ObservationSpec  # noqa: E402
-from stocktrade.rl.env import EnvConfig, EnvData, TradingEnv, fit_observation_spec  # noqa: E402
-from stocktrade.rl.vec_env import TradingVecEnv  # noqa: E402
-from tests.conftest import data_file  # noqa: E402
+from stocktrade.data.csv_bars import read_bars_csv
+from stocktrade.errors import ValidationError
+from stocktrade.quant.observation import ObservationSpec
+from stocktrade.rl.env import EnvConfig, EnvData, TradingEnv, fit_observation_spec
+from stocktrade.rl.vec_env import TradingVecEnv
+from tests.conftest import data_file
 
 SYMBOLS = ("AAPL", "MSFT", "JPM", "XOM")
 
@@ -30,14 +31,10 @@ def datas() -> list[EnvData]:
 
 
 def _dummy(datas: list[EnvData], config: EnvConfig, n: int) -> DummyVecEnv:
-    return DummyVecEnv(
-        [(lambda d=datas[i % len(datas)]: TradingEnv(d, config)) for i in range(n)]  # type: ignore[misc]
-    )
+    return DummyVecEnv([partial(TradingEnv, datas[i % len(datas)], config) for i in range(n)])
 
 
-def _assert_same_transitions(
-    a: Any, b: Any, actions: list[np.ndarray], *, min_dones: int
-) -> None:
+def _assert_same_transitions(a: Any, b: Any, actions: list[np.ndarray], *, min_dones: int) -> None:
     np.testing.assert_array_equal(a.reset(), b.reset())
     dones_seen = 0
     for k, act in enumerate(actions):
@@ -72,9 +69,7 @@ def test_batched_env_equals_dummy_vec_env_of_single_envs(datas: list[EnvData]) -
 def test_batched_env_equals_single_envs_for_box_actions_and_pnl_reward(
     datas: list[EnvData],
 ) -> None:
-    config = EnvConfig(
-        action_mode="target_box", reward="pnl", random_start=True, episode_length=40
-    )
+    config = EnvConfig(action_mode="target_box", reward="pnl", random_start=True, episode_length=40)
     n = 6
     batched, dummy = TradingVecEnv(datas, config, n), _dummy(datas, config, n)
     batched.seed(3)

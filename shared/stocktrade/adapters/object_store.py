@@ -14,7 +14,10 @@ __all__ = ["open_object_store"]
 
 
 def open_object_store(
-    url: str | None = None, *, settings: Settings | None = None, project: str | None = None,
+    url: str | None = None,
+    *,
+    settings: Settings | None = None,
+    project: str | None = None,
     emulator_host: str | None = None,
 ) -> ObjectStore:
     """The object store of ``url`` (default: the settings' ``resolved_object_store_url``).

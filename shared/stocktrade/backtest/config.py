@@ -97,14 +97,20 @@ class BacktestConfig:
         except ArithmeticError:
             cash = Decimal("NaN")
         if not cash.is_finite() or cash <= 0:
-            problems.append(f"initial_cash must be a finite amount > 0, found {self.initial_cash!r}")
+            problems.append(
+                f"initial_cash must be a finite amount > 0, found {self.initial_cash!r}"
+            )
         else:
             object.__setattr__(self, "initial_cash", cash)
         if self.cash_allocation not in ("split", "each"):
-            problems.append(f"cash_allocation must be 'split' or 'each', found {self.cash_allocation!r}")
+            problems.append(
+                f"cash_allocation must be 'split' or 'each', found {self.cash_allocation!r}"
+            )
         if self.symbols is not None:
             if isinstance(self.symbols, str):
-                problems.append(f"symbols must be a list of symbols, found the string {self.symbols!r}")
+                problems.append(
+                    f"symbols must be a list of symbols, found the string {self.symbols!r}"
+                )
             else:
                 syms = tuple(self.symbols)
                 if not syms or any(not isinstance(s, str) or not s for s in syms):
@@ -117,7 +123,9 @@ class BacktestConfig:
         object.__setattr__(self, "start", start)
         object.__setattr__(self, "end", end)
         if start is not None and end is not None and start > end:
-            problems.append(f"start must be on or before end, found start={start.isoformat()} > end={end.isoformat()}")
+            problems.append(
+                f"start must be on or before end, found start={start.isoformat()} > end={end.isoformat()}"
+            )
         if not isinstance(self.costs, CostModel):
             problems.append(f"costs must be a CostModel, found {type(self.costs).__name__}")
         if not isinstance(self.risk, RiskLimits):
@@ -131,7 +139,9 @@ class BacktestConfig:
         if self.mode not in ("auto", "fast", "step"):
             problems.append(f"mode must be 'auto', 'fast' or 'step', found {self.mode!r}")
         ppy = self.periods_per_year
-        if ppy is not None and not (isinstance(ppy, (int, float)) and math.isfinite(ppy) and ppy > 0):
+        if ppy is not None and not (
+            isinstance(ppy, (int, float)) and math.isfinite(ppy) and ppy > 0
+        ):
             problems.append(f"periods_per_year must be > 0, found {ppy!r}")
         for name in ("whole_shares", "close_at_end", "check_invariants"):
             if not isinstance(getattr(self, name), bool):

@@ -55,7 +55,7 @@ from stocktrade.backtest.result import BacktestResult, BookResult, OrderRecords,
 from stocktrade.data.arrays import BarArrays
 from stocktrade.domain.costs import FillRule
 from stocktrade.domain.ledger import Ledger
-from stocktrade.domain.risk import decode_flags
+from stocktrade.domain.risk import RiskCode
 from stocktrade.errors import ValidationError
 from stocktrade.logging import get_logger
 from stocktrade.sim import kernels
@@ -163,40 +163,84 @@ def _run_compiled(
     use_actions = actions is not None
     tg = targets if targets is not None else np.empty(0)
     ac = actions if actions is not None else np.empty((0, 3), np.int64)
-    o, h, lo, c = (np.ascontiguousarray(x, dtype=np.float64) for x in
-                   (bars.open, bars.high, bars.low, bars.close))  # fmt: skip
+    o, h, lo, c = (
+        np.ascontiguousarray(x, dtype=np.float64)
+        for x in (bars.open, bars.high, bars.low, bars.close)
+    )
     n_ord, n_ev = kernels.simulate(
-        o, h, lo, c, _days(bars.ts), tg, ac, table, use_actions,
-        float(cash0), cb, cps, sb, srf, config.fill_rule is FillRule.CLOSE, config.whole_shares,
-        config.close_at_end, int(risk["warmup_bars"]), bool(risk["allow_short"]),
-        int(risk["min_bars_between_orders"]), int(risk["max_orders_per_day"]),
-        float(risk["max_qty"]), float(risk["max_notional"]), float(risk["max_daily_loss"]),
-        float(risk["max_daily_loss_frac"]), out_cash, out_qty, out_equity,
-        o_bar, o_kind, o_target, o_fill, o_qty, o_price, o_fee, o_flags, o_pos, e_bar, e_flags,
-    )  # fmt: skip
+        o,
+        h,
+        lo,
+        c,
+        _days(bars.ts),
+        tg,
+        ac,
+        table,
+        use_actions,
+        float(cash0),
+        cb,
+        cps,
+        sb,
+        srf,
+        config.fill_rule is FillRule.CLOSE,
+        config.whole_shares,
+        config.close_at_end,
+        int(risk["warmup_bars"]),
+        bool(risk["allow_short"]),
+        int(risk["min_bars_between_orders"]),
+        int(risk["max_orders_per_day"]),
+        float(risk["max_qty"]),
+        float(risk["max_notional"]),
+        float(risk["max_daily_loss"]),
+        float(risk["max_daily_loss_frac"]),
+        out_cash,
+        out_qty,
+        out_equity,
+        o_bar,
+        o_kind,
+        o_target,
+        o_fill,
+        o_qty,
+        o_price,
+        o_fee,
+        o_flags,
+        o_pos,
+        e_bar,
+        e_flags,
+    )
     records = OrderRecords(
-        o_bar[:n_ord], o_kind[:n_ord], o_target[:n_ord], o_fill[:n_ord], o_qty[:n_ord],
-        o_price[:n_ord], o_fee[:n_ord], o_flags[:n_ord], o_pos[:n_ord],
-    )  # fmt: skip
+        o_bar[:n_ord],
+        o_kind[:n_ord],
+        o_target[:n_ord],
+        o_fill[:n_ord],
+        o_qty[:n_ord],
+        o_price[:n_ord],
+        o_fee[:n_ord],
+        o_flags[:n_ord],
+        o_pos[:n_ord],
+    )
     ev_bar, ev_code = _expand_events(e_bar[:n_ev], e_flags[:n_ev])
     return BookResult(
-        symbol=bars.symbol, timeframe=bars.timeframe, ts=bars.ts, close=bars.close,
-        cash=out_cash, qty=out_qty, equity=out_equity, initial_cash=cash0, records=records,
-        event_bar=ev_bar, event_code=ev_code, limits=config.risk,
-    )  # fmt: skip
+        symbol=bars.symbol,
+        timeframe=bars.timeframe,
+        ts=bars.ts,
+        close=bars.close,
+        cash=out_cash,
+        qty=out_qty,
+        equity=out_equity,
+        initial_cash=cash0,
+        records=records,
+        event_bar=ev_bar,
+        event_code=ev_code,
+        limits=config.risk,
+    )
 
 
 def _expand_events(bars: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(bar, flag mask) rows -> (bar, code) rows, one per code, codes in order."""
-    if flags.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    out_b: list[int] = []
-    out_c: list[int] = []
-    for b, f in zip(bars.tolist(), flags.tolist(), strict=True):
-        for code in decode_flags(f):
-            out_b.append(b)
-            out_c.append(int(code))
-    return np.asarray(out_b, np.int64), np.asarray(out_c, np.int64)
+    """(bar, flag mask) rows -> (bar, code) rows, one per code, codes ascending within a row."""
+    bits = ((flags[:, None] >> np.arange(len(RiskCode), dtype=np.int64)[None, :]) & 1).astype(bool)
+    rows, codes = np.nonzero(bits)  # row-major: keeps the event order
+    return np.ascontiguousarray(bars[rows], dtype=np.int64), codes.astype(np.int64)
 
 
 def _run_step(
@@ -208,14 +252,22 @@ def _run_step(
     n = len(bars)
     ledger = Ledger(cash0)
     broker = SimulatedBroker(
-        config.costs, fill_rule=config.fill_rule, whole_shares=config.whole_shares,
-        limits=config.risk, id_prefix="bt",
-    )  # fmt: skip
+        config.costs,
+        fill_rule=config.fill_rule,
+        whole_shares=config.whole_shares,
+        limits=config.risk,
+        id_prefix="bt",
+    )
     core = TradingCore(
-        symbol, strategy, ledger=ledger, broker=broker, limits=config.risk,
-        fill_rule=config.fill_rule, close_at_end=config.close_at_end,
+        symbol,
+        strategy,
+        ledger=ledger,
+        broker=broker,
+        limits=config.risk,
+        fill_rule=config.fill_rule,
+        close_at_end=config.close_at_end,
         check_invariants=config.check_invariants,
-    )  # fmt: skip
+    )
     cash = np.empty(n)
     qty = np.empty(n)
     equity = np.empty(n)
@@ -232,18 +284,35 @@ def _run_step(
         equity[t] = float(step.equity)
         for ex in step.executions:
             rows.append(
-                (ex.bar_index, ex.kind, ex.target, ex.fill_bar_index, ex.traded_qty, ex.price,
-                 ex.fee, ex.flags, ex.pos_after)
-            )  # fmt: skip
+                (
+                    ex.bar_index,
+                    ex.kind,
+                    ex.target,
+                    ex.fill_bar_index,
+                    ex.traded_qty,
+                    ex.price,
+                    ex.fee,
+                    ex.flags,
+                    ex.pos_after,
+                )
+            )
         for e in step.events:
             ev_bar.append(t if e.bar_index is None else e.bar_index)
             ev_code.append(int(e.code))
     return BookResult(
-        symbol=symbol, timeframe=bars.timeframe, ts=bars.ts, close=bars.close, cash=cash,
-        qty=qty, equity=equity, initial_cash=cash0, records=OrderRecords.from_rows(rows),
-        event_bar=np.asarray(ev_bar, np.int64), event_code=np.asarray(ev_code, np.int64),
+        symbol=symbol,
+        timeframe=bars.timeframe,
+        ts=bars.ts,
+        close=bars.close,
+        cash=cash,
+        qty=qty,
+        equity=equity,
+        initial_cash=cash0,
+        records=OrderRecords.from_rows(rows),
+        event_bar=np.asarray(ev_bar, np.int64),
+        event_code=np.asarray(ev_code, np.int64),
         limits=config.risk,
-    )  # fmt: skip
+    )
 
 
 def _as_targets(values: Any, n: int, name: str) -> np.ndarray:
@@ -258,7 +327,9 @@ def _as_targets(values: Any, n: int, name: str) -> np.ndarray:
 def _as_actions(values: Any, n: int, name: str) -> np.ndarray:
     arr = np.ascontiguousarray(values, dtype=np.int64)
     if arr.shape != (n, 3):
-        raise ValidationError(f"{name}.batch_actions() must return shape ({n}, 3), found {arr.shape}")
+        raise ValidationError(
+            f"{name}.batch_actions() must return shape ({n}, 3), found {arr.shape}"
+        )
     if bool(np.any((arr < -1) | (arr > 2))):
         raise ValidationError(f"{name}.batch_actions() returned an action outside -1..2")
     return arr
@@ -305,10 +376,19 @@ def run_backtest(
     ppy = config.periods_per_year or periods_per_year(timeframe)
     log.debug(
         "backtest done",
-        extra={"strategy": name, "path": path, "symbols": list(books), "bars": sum(len(b) for b in selected.values())},
+        extra={
+            "strategy": name,
+            "path": path,
+            "symbols": list(books),
+            "bars": sum(len(b) for b in selected.values()),
+        },
     )
     params = strategy.params() if callable(getattr(strategy, "params", None)) else {}
     return BacktestResult(
-        config=config, strategy_name=name, strategy_params=params, books=books, path=path,
+        config=config,
+        strategy_name=name,
+        strategy_params=params,
+        books=books,
+        path=path,
         periods_per_year=ppy,
-    )  # fmt: skip
+    )

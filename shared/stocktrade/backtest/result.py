@@ -51,7 +51,9 @@ class VerificationError(StocktradeError, AssertionError):
 
 def to_datetime(ts: np.datetime64) -> datetime:
     """``datetime64[ns]`` (UTC) -> aware :class:`datetime` (microsecond precision)."""
-    return _EPOCH + timedelta(microseconds=int(ts.astype("datetime64[ns]").astype(np.int64)) // 1000)
+    return _EPOCH + timedelta(
+        microseconds=int(ts.astype("datetime64[ns]").astype(np.int64)) // 1000
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,17 +90,30 @@ class OrderRecords:
         cls, rows: list[tuple[int, int, float, int, float, float, float, int, float]]
     ) -> OrderRecords:
         """Build from ``(bar, kind, target, fill_bar, qty, price, fee, flags, pos_after)`` rows."""
-        cols = list(zip(*rows, strict=True)) if rows else [[] for _ in range(9)]
+        cols: list[Any] = list(zip(*rows, strict=True)) if rows else [() for _ in range(9)]
         ints = (0, 1, 3, 7)
         return cls(
-            *(np.asarray(c, dtype=np.int64 if i in ints else np.float64) for i, c in enumerate(cols))
+            *(
+                np.asarray(c, dtype=np.int64 if i in ints else np.float64)
+                for i, c in enumerate(cols)
+            )
         )
 
     def equals(self, other: OrderRecords) -> bool:
         """Exact equality of every column (NaN equals NaN)."""
         return all(
             np.array_equal(getattr(self, f), getattr(other, f), equal_nan=f in ("target", "price"))
-            for f in ("bar", "kind", "target", "fill_bar", "qty", "price", "fee", "flags", "pos_after")
+            for f in (
+                "bar",
+                "kind",
+                "target",
+                "fill_bar",
+                "qty",
+                "price",
+                "fee",
+                "flags",
+                "pos_after",
+            )
         )
 
 
@@ -246,9 +261,12 @@ class BookResult:
         """Every rejection or adjustment, with reasons."""
         return [
             RiskEvent(
-                RiskCode(int(c)), describe(RiskCode(int(c)), self.limits), symbol=self.symbol,
-                ts=self._times[int(b)], bar_index=int(b),
-            )  # fmt: skip
+                RiskCode(int(c)),
+                describe(RiskCode(int(c)), self.limits),
+                symbol=self.symbol,
+                ts=self._times[int(b)],
+                bar_index=int(b),
+            )
             for b, c in zip(self.event_bar, self.event_code, strict=True)
         ]
 
@@ -259,7 +277,9 @@ class BookResult:
         (:meth:`Ledger.check_invariant`: cash + marked positions == initial + realised +
         unrealised − open fees, trades' P&L == realised P&L); the float curves satisfy
         cash + qty·close == equity and agree with the Decimal ledger within ``rel_tol`` of
-        ``max(initial_cash, |equity|)``.
+        ``max(initial_cash, |equity|, |cash|, |position value|)`` (float rounding scales with
+        the gross amounts, which exceed equity for leveraged or short books); the float
+        position equals the ledger's exactly.
 
         Raises:
             VerificationError: a check fails (message names the bar).
@@ -279,12 +299,17 @@ class BookResult:
             except AssertionError as exc:
                 raise VerificationError(f"{self.symbol} bar {t}: {exc}") from exc
             f_eq = float(self.equity[t])
-            tol = rel_tol * max(scale0, abs(f_eq))
+            value = float(self.qty[t] * self.close[t])
+            tol = rel_tol * max(scale0, abs(f_eq), abs(float(self.cash[t])), abs(value))
             pos = float(ledger.position(self.symbol))
             checks = (
                 ("equity vs Decimal ledger", f_eq, float(eq)),
                 ("cash vs Decimal ledger", float(self.cash[t]), float(ledger.cash)),
-                ("cash + qty*close vs equity", float(self.cash[t] + self.qty[t] * self.close[t]), f_eq),
+                (
+                    "cash + qty*close vs equity",
+                    float(self.cash[t] + self.qty[t] * self.close[t]),
+                    f_eq,
+                ),
             )
             for what, a, b in checks:
                 if not abs(a - b) <= tol:
@@ -306,7 +331,9 @@ def _align(book: BookResult, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     safe = np.where(before, 0, idx)
     init = float(book.initial_cash)
     cash = np.where(before, init, book.cash[safe]) if len(book.ts) else np.full(len(grid), init)
-    value = np.where(before, 0.0, book.position_value[safe]) if len(book.ts) else np.zeros(len(grid))
+    value = (
+        np.where(before, 0.0, book.position_value[safe]) if len(book.ts) else np.zeros(len(grid))
+    )
     equity = np.where(before, init, book.equity[safe]) if len(book.ts) else np.full(len(grid), init)
     return cash, value, equity
 
@@ -504,22 +531,42 @@ class BacktestResult:
                         "status": o.status.value,
                         "reason": o.reason,
                         "fill_ts": b._times[fb] if fb >= 0 else None,
-                        "fill_price": None if math.isnan(r.price[k]) or o.qty == 0 else to_decimal(float(r.price[k])),
+                        "fill_price": None
+                        if math.isnan(r.price[k]) or o.qty == 0
+                        else to_decimal(float(r.price[k])),
                         "fee": to_decimal(float(r.fee[k])),
                         "risk_codes": ";".join(codes),
                     }
                 )
         frames["orders"] = pd.DataFrame(
             order_rows,
-            columns=["client_order_id", "symbol", "ts", "side", "qty", "target_frac", "status",
-                     "reason", "fill_ts", "fill_price", "fee", "risk_codes"],
-        )  # fmt: skip
+            columns=[
+                "client_order_id",
+                "symbol",
+                "ts",
+                "side",
+                "qty",
+                "target_frac",
+                "status",
+                "reason",
+                "fill_ts",
+                "fill_price",
+                "fee",
+                "risk_codes",
+            ],
+        )
         frames["fills"] = pd.DataFrame(
             [
                 {
-                    "fill_id": f.fill_id, "order_id": f.order_id, "symbol": f.symbol, "ts": f.ts,
-                    "side": f.side.value, "qty": f.qty, "price": f.price, "fee": f.fee,
-                }  # fmt: skip
+                    "fill_id": f.fill_id,
+                    "order_id": f.order_id,
+                    "symbol": f.symbol,
+                    "ts": f.ts,
+                    "side": f.side.value,
+                    "qty": f.qty,
+                    "price": f.price,
+                    "fee": f.fee,
+                }
                 for f in self.fills
             ],
             columns=["fill_id", "order_id", "symbol", "ts", "side", "qty", "price", "fee"],
@@ -543,12 +590,24 @@ class BacktestResult:
                 }
                 for t in self.trades
             ],
-            columns=["symbol", "side", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price",
-                     "fees", "pnl", "return_pct", "holding_time", "entry_order_id", "exit_order_id"],
-        )  # fmt: skip
+            columns=[
+                "symbol",
+                "side",
+                "qty",
+                "entry_ts",
+                "entry_price",
+                "exit_ts",
+                "exit_price",
+                "fees",
+                "pnl",
+                "return_pct",
+                "holding_time",
+                "entry_order_id",
+                "exit_order_id",
+            ],
+        )
         frames["risk_events"] = pd.DataFrame(
             [e.to_dict() for e in self.risk_events],
             columns=["code", "reason", "symbol", "ts", "bar_index"],
         )
         return frames
-

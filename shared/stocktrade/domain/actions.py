@@ -18,8 +18,8 @@ import math
 from enum import IntEnum
 
 __all__ = [
-    "N_ACTIONS",
     "NO_ACTION",
+    "N_ACTIONS",
     "POSITION_STATES",
     "Action",
     "action_target_table",

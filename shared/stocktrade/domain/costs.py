@@ -63,7 +63,12 @@ class CostModel:
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("commission_bps", "commission_per_share", "slippage_bps", "slippage_range_frac"):
+        for name in (
+            "commission_bps",
+            "commission_per_share",
+            "slippage_bps",
+            "slippage_range_frac",
+        ):
             value = _dec(getattr(self, name), name)
             object.__setattr__(self, name, value)
             if value < 0:

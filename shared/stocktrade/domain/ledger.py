@@ -131,7 +131,9 @@ class Ledger:
     def __init__(self, initial_cash: Decimal) -> None:
         cash = Decimal(initial_cash)
         if not cash.is_finite() or cash < 0:
-            raise ValidationError(f"initial_cash must be a finite number >= 0, found {initial_cash}")
+            raise ValidationError(
+                f"initial_cash must be a finite number >= 0, found {initial_cash}"
+            )
         self.initial_cash = cash
         self.cash = cash
         self.realised_pnl = _ZERO

@@ -75,7 +75,9 @@ class Order:
         if not self.client_order_id:
             raise ValidationError("order needs a client_order_id, found an empty string")
         if self.qty < _ZERO:
-            raise ValidationError(f"order qty must be >= 0 (the side gives the sign), found {self.qty}")
+            raise ValidationError(
+                f"order qty must be >= 0 (the side gives the sign), found {self.qty}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,7 @@ class Execution:
         price: execution price (float, NaN if never priced).
         fee: commission (float).
         pos_after: position right after the fill (float; unchanged if nothing filled).
+        cash_after: the sizing kernel's float cash right after the fill (NaN if not priced).
     """
 
     order: Order
@@ -165,3 +168,4 @@ class Execution:
     price: float
     fee: float
     pos_after: float
+    cash_after: float

@@ -69,7 +69,11 @@ class RiskCode(IntEnum):
     @property
     def is_rejection(self) -> bool:
         """True if the code means the order was not placed (or filled nothing)."""
-        return self not in (RiskCode.SHORT_NOT_ALLOWED, RiskCode.MAX_POSITION, RiskCode.MAX_NOTIONAL)
+        return self not in (
+            RiskCode.SHORT_NOT_ALLOWED,
+            RiskCode.MAX_POSITION,
+            RiskCode.MAX_NOTIONAL,
+        )
 
 
 def decode_flags(flags: int) -> list[RiskCode]:

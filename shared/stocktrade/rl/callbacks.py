@@ -16,11 +16,12 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from stocktrade.logging import get_logger
 
@@ -200,7 +201,7 @@ class TrainingMetricsCallback(BaseCallback):
         return True
 
     def _on_rollout_end(self) -> None:
-        buffer = self.model.rollout_buffer
+        buffer = cast(OnPolicyAlgorithm, self.model).rollout_buffer
         self.logger.record("rollout/step_reward_mean", float(np.mean(buffer.rewards)))
         self.logger.record("rollout/step_reward_std", float(np.std(buffer.rewards)))
         if self.model.ep_info_buffer:

@@ -18,7 +18,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -126,7 +126,7 @@ def _reference_logits(model: PPO, obs: NDArray[np.float32]) -> NDArray[np.float3
     policy = model.policy
     with torch.no_grad():
         tensor = torch.as_tensor(obs, dtype=torch.float32)
-        features = policy.extract_features(tensor, policy.pi_features_extractor)
+        features = cast(torch.Tensor, policy.extract_features(tensor, policy.pi_features_extractor))
         latent = policy.mlp_extractor.forward_actor(features)
         return np.asarray(policy.action_net(latent).numpy(), dtype=np.float32)
 

@@ -199,7 +199,9 @@ def verify_files(manifest: Mapping[str, Any], files: Mapping[str, bytes | str | 
     """
     missing_keys = [k for k in _REQUIRED_TOP if k not in manifest]
     if missing_keys:
-        raise ValidationError(f"manifest keys {list(_REQUIRED_TOP)} expected; missing {missing_keys}")
+        raise ValidationError(
+            f"manifest keys {list(_REQUIRED_TOP)} expected; missing {missing_keys}"
+        )
     listed = manifest["files"]
     for name, entry in listed.items():
         if name not in files:

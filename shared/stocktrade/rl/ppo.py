@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,28 +49,28 @@ class PPOConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    total_timesteps: int = Field(100_000, ge=1)
-    n_envs: int = Field(8, ge=1)
+    total_timesteps: int = Field(default=100_000, ge=1)
+    n_envs: int = Field(default=8, ge=1)
     vec_env: Literal["batched", "dummy"] = "batched"
     """``batched``: :class:`TradingVecEnv` (numba); ``dummy``: SB3 DummyVecEnv of TradingEnv."""
-    n_steps: int = Field(256, ge=1)
+    n_steps: int = Field(default=256, ge=1)
     """Steps per env per rollout (rollout size = n_steps * n_envs)."""
-    batch_size: int = Field(256, ge=1)
-    n_epochs: int = Field(10, ge=1)
-    learning_rate: float = Field(3e-4, gt=0.0)
-    gamma: float = Field(0.99, gt=0.0, le=1.0)
-    gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
-    clip_range: float = Field(0.2, gt=0.0)
-    ent_coef: float = Field(0.01, ge=0.0)
-    vf_coef: float = Field(0.5, ge=0.0)
-    max_grad_norm: float = Field(0.5, gt=0.0)
+    batch_size: int = Field(default=256, ge=1)
+    n_epochs: int = Field(default=10, ge=1)
+    learning_rate: float = Field(default=3e-4, gt=0.0)
+    gamma: float = Field(default=0.99, gt=0.0, le=1.0)
+    gae_lambda: float = Field(default=0.95, ge=0.0, le=1.0)
+    clip_range: float = Field(default=0.2, gt=0.0)
+    ent_coef: float = Field(default=0.01, ge=0.0)
+    vf_coef: float = Field(default=0.5, ge=0.0)
+    max_grad_norm: float = Field(default=0.5, gt=0.0)
     normalize_advantage: bool = True
-    target_kl: float | None = Field(None, gt=0.0)
+    target_kl: float | None = Field(default=None, gt=0.0)
     net_arch: tuple[int, ...] = (64, 64)
     """Hidden layer sizes of both the policy and the value network."""
     activation: Literal["tanh", "relu"] = "tanh"
-    seed: int = Field(0, ge=0)
-    torch_threads: int = Field(1, ge=1)
+    seed: int = Field(default=0, ge=0)
+    torch_threads: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
@@ -110,11 +111,12 @@ def make_vec_env(datas: Sequence[EnvData], env_config: EnvConfig, config: PPOCon
     """
     if config.vec_env == "batched":
         return VecMonitor(TradingVecEnv(datas, env_config, config.n_envs))
-    fns = [
-        (lambda d=datas[i % len(datas)]: Monitor(TradingEnv(d, env_config)))
-        for i in range(config.n_envs)
-    ]
+    fns = [partial(_monitored, datas[i % len(datas)], env_config) for i in range(config.n_envs)]
     return DummyVecEnv(fns)  # type: ignore[arg-type]
+
+
+def _monitored(data: EnvData, env_config: EnvConfig) -> Monitor:
+    return Monitor(TradingEnv(data, env_config))
 
 
 def build_ppo(

@@ -30,6 +30,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 
 from stocktrade.errors import ValidationError
 from stocktrade.rl.env import (
+    NEEDS_RESET,
     RUNNING,
     S_EQUITY,
     S_FEES,
@@ -38,7 +39,6 @@ from stocktrade.rl.env import (
     S_T,
     S_TRADES,
     STATE_SIZE,
-    TERMINATED,
     TRUNCATED,
     EnvConfig,
     EnvData,
@@ -143,7 +143,7 @@ class TradingVecEnv(VecEnv):
         self._table = self.config.target_table()
         self._is_box = self.config.action_mode == "target_box"
         self._states = np.zeros((n, STATE_SIZE), dtype=np.float64)
-        self._states[:, S_STATUS] = 3.0
+        self._states[:, S_STATUS] = NEEDS_RESET
         self._targets = np.empty(n, dtype=np.float64)
         self._rngs: list[np.random.Generator | None] = [None] * n
         self._actions: NDArray[Any] | None = None
@@ -282,9 +282,7 @@ class TradingVecEnv(VecEnv):
         """No per-env methods exist (the envs are rows of one array)."""
         raise AttributeError(f"TradingVecEnv envs have no method {method_name!r}")
 
-    def env_is_wrapped(
-        self, wrapper_class: type[Any], indices: VecEnvIndices = None
-    ) -> list[bool]:
+    def env_is_wrapped(self, wrapper_class: type[Any], indices: VecEnvIndices = None) -> list[bool]:
         """Rows of a batch are never wrapped individually."""
         return [False for _ in self._get_indices(indices)]
 
@@ -309,8 +307,3 @@ class TradingVecEnv(VecEnv):
     def equity(self) -> NDArray[np.float64]:
         """Current equity of every env."""
         return self._states[:, S_EQUITY].copy()
-
-    @property
-    def terminated_code(self) -> float:
-        """Status code of a terminated (bankrupt) env in ``states[:, S_STATUS]``."""
-        return TERMINATED

@@ -24,7 +24,6 @@ The strategy is called on every bar (also while halted) so its state never skips
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -48,7 +47,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def utc_day(ts: datetime) -> int:
     """Days since 1970-01-01 of an aware timestamp, in UTC (the kill switch's 'day')."""
     if ts.tzinfo is None:
-        raise ValidationError(f"timestamps must be timezone-aware UTC, found naive {ts.isoformat()}")
+        raise ValidationError(
+            f"timestamps must be timezone-aware UTC, found naive {ts.isoformat()}"
+        )
     return (ts - _EPOCH).days
 
 
@@ -59,23 +60,56 @@ class Broker(Protocol):
     def fill_rule(self) -> FillRule: ...
 
     def submit_target(
-        self, symbol: str, target: float, *, ts: datetime, bar_index: int, kind: int = ...,
+        self,
+        symbol: str,
+        target: float,
+        *,
+        ts: datetime,
+        bar_index: int,
+        kind: int = ...,
         reason: str = ...,
     ) -> str: ...
 
     def on_bar_open(
-        self, symbol: str, *, open_: float, high: float, low: float, ts: datetime,
-        bar_index: int, cash: Decimal, qty: Decimal,
+        self,
+        symbol: str,
+        *,
+        open_: float,
+        high: float,
+        low: float,
+        ts: datetime,
+        bar_index: int,
+        cash: Decimal,
+        qty: Decimal,
+        sizing_cash: float | None = ...,
     ) -> list[Execution]: ...
 
     def on_bar_close(
-        self, symbol: str, *, close: float, high: float, low: float, ts: datetime,
-        bar_index: int, cash: Decimal, qty: Decimal,
+        self,
+        symbol: str,
+        *,
+        close: float,
+        high: float,
+        low: float,
+        ts: datetime,
+        bar_index: int,
+        cash: Decimal,
+        qty: Decimal,
+        sizing_cash: float | None = ...,
     ) -> list[Execution]: ...
 
     def fill_now(
-        self, symbol: str, *, price: float, high: float, low: float, ts: datetime,
-        bar_index: int, cash: Decimal, qty: Decimal,
+        self,
+        symbol: str,
+        *,
+        price: float,
+        high: float,
+        low: float,
+        ts: datetime,
+        bar_index: int,
+        cash: Decimal,
+        qty: Decimal,
+        sizing_cash: float | None = ...,
     ) -> list[Execution]: ...
 
     def expire(self, symbol: str, *, qty: Decimal = ...) -> list[Execution]: ...
@@ -94,6 +128,11 @@ class RiskState:
         day_start_equity: equity at the close before ``day`` began.
         prev_equity: equity at the last close.
         bar_index: index of the next bar.
+        cash: float shadow of the ledger's cash as the kernels computed it (None: take the
+            ledger's). Sizing and the loss check use it, so the bar-by-bar path decides
+            bit-identically to the compiled loop; it is dropped (re-read from the Decimal
+            ledger) whenever it drifts more than 1e-9 relative from the ledger, e.g. after a
+            cash movement the core did not make.
     """
 
     target: float = 0.0
@@ -104,6 +143,7 @@ class RiskState:
     day_start_equity: float = 0.0
     prev_equity: float = 0.0
     bar_index: int = 0
+    cash: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""
@@ -171,10 +211,18 @@ def size_target(
     lim = (limits or RiskLimits()).kernel_args()
     p = float(price)
     _cash, _qty, traded, _fee, _px, flags = kernels.execute_target_limited(
-        float(cash), float(qty), float(target), p,
-        float(high) if high is not None else p, float(low) if low is not None else p,
-        *costs.kernel_args(), whole_shares, lim["allow_short"], lim["max_qty"], lim["max_notional"],
-    )  # fmt: skip
+        float(cash),
+        float(qty),
+        float(target),
+        p,
+        float(high) if high is not None else p,
+        float(low) if low is not None else p,
+        *costs.kernel_args(),
+        whole_shares,
+        lim["allow_short"],
+        lim["max_qty"],
+        lim["max_notional"],
+    )
     return to_decimal(traded), int(flags)
 
 
@@ -247,23 +295,44 @@ class TradingCore:
         )
         if state is None:
             start = float(ledger.cash)
-            state = RiskState(day_start_equity=start, prev_equity=start)
+            state = RiskState(day_start_equity=start, prev_equity=start, cash=start)
         self.state = state
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _open(self, symbol: str, price: float, **kw: Any) -> list[Execution]:
+        return self.broker.on_bar_open(symbol, open_=price, **kw)
+
+    def _close(self, symbol: str, price: float, **kw: Any) -> list[Execution]:
+        return self.broker.on_bar_close(symbol, close=price, **kw)
+
+    def _now(self, symbol: str, price: float, **kw: Any) -> list[Execution]:
+        return self.broker.fill_now(symbol, price=price, **kw)
 
     def _floats(self, bar: Bar | BarInput) -> _BarFloats:
         if isinstance(bar, Bar):
             if bar.symbol != self.symbol:
                 raise ValidationError(f"bar for {bar.symbol!r} sent to the {self.symbol!r} book")
             return _BarFloats(
-                self.state.bar_index, bar.ts, float(bar.open), float(bar.high), float(bar.low),
-                float(bar.close), float(bar.volume), bar.close,
-            )  # fmt: skip
+                self.state.bar_index,
+                bar.ts,
+                float(bar.open),
+                float(bar.high),
+                float(bar.low),
+                float(bar.close),
+                float(bar.volume),
+                bar.close,
+            )
         return _BarFloats(
-            self.state.bar_index, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume,
+            self.state.bar_index,
+            bar.ts,
+            bar.open,
+            bar.high,
+            bar.low,
+            bar.close,
+            bar.volume,
             to_decimal(bar.close),
-        )  # fmt: skip
+        )
 
     def _apply(
         self,
@@ -277,12 +346,52 @@ class TradingCore:
                 trades.extend(self.ledger.apply(ex.fill))
             if ex.flags:
                 events.extend(
-                    events_from_flags(ex.flags, self.limits, symbol=self.symbol, ts=b.ts,
-                                      bar_index=b.index)
-                )  # fmt: skip
+                    events_from_flags(
+                        ex.flags, self.limits, symbol=self.symbol, ts=b.ts, bar_index=b.index
+                    )
+                )
 
     def _cash_qty(self) -> tuple[Decimal, Decimal]:
         return self.ledger.cash, self.ledger.position(self.symbol)
+
+    def _float_cash(self) -> float:
+        """The float cash the kernels work with: the shadow while it tracks the ledger."""
+        ledger_cash = float(self.ledger.cash)
+        shadow = self.state.cash
+        if shadow is None or not abs(shadow - ledger_cash) <= 1e-9 * max(1.0, abs(ledger_cash)):
+            self.state.cash = ledger_cash
+            return ledger_cash
+        return shadow
+
+    def _track(self, executions: list[Execution]) -> None:
+        for ex in executions:
+            if ex.cash_after == ex.cash_after:  # priced (not NaN): the kernel's new cash
+                self.state.cash = ex.cash_after
+
+    def _fill(
+        self,
+        method: Any,
+        b: _BarFloats,
+        price: float,
+        events: list[RiskEvent],
+        trades: list[Trade],
+        executions: list[Execution],
+    ) -> None:
+        cash, qty = self._cash_qty()
+        done = method(
+            self.symbol,
+            price,
+            high=b.high,
+            low=b.low,
+            ts=b.ts,
+            bar_index=b.index,
+            cash=cash,
+            qty=qty,
+            sizing_cash=self._float_cash(),
+        )
+        self._apply(done, b, events, trades)
+        self._track(done)
+        executions.extend(done)
 
     # -- the bar -----------------------------------------------------------------------------
 
@@ -307,21 +416,16 @@ class TradingCore:
             st.orders_today = 0
             st.day_start_equity = st.prev_equity
 
-        cash, qty = self._cash_qty()
-        opened = self.broker.on_bar_open(
-            self.symbol, open_=b.open, high=b.high, low=b.low, ts=b.ts, bar_index=t,
-            cash=cash, qty=qty,
-        )  # fmt: skip
-        self._apply(opened, b, events, trades)
-        executions.extend(opened)
+        self._fill(self._open, b, b.open, events, trades, executions)
 
         qty = self.ledger.position(self.symbol)
+        f_qty = float(qty)
         signal = self.strategy.on_bar(
             BarInput(t, b.ts, b.open, b.high, b.low, b.close, b.volume),
-            PositionView(float(qty), st.target),
+            PositionView(f_qty, st.target),
         )
         marks = {self.symbol: b.close_dec}
-        equity = float(self.ledger.equity(marks))
+        equity = self._float_cash() + f_qty * b.close
 
         kind = kernels.ORDER_STRATEGY
         new_order = False
@@ -332,9 +436,10 @@ class TradingCore:
         ):
             st.halted = True
             decision_events.extend(
-                events_from_flags(kernels.FLAG_KILL_SWITCH, self.limits, symbol=self.symbol,
-                                  ts=b.ts, bar_index=t)
-            )  # fmt: skip
+                events_from_flags(
+                    kernels.FLAG_KILL_SWITCH, self.limits, symbol=self.symbol, ts=b.ts, bar_index=t
+                )
+            )
             if st.target != 0.0 or qty != 0:
                 st.target = 0.0
                 new_order = True
@@ -342,9 +447,17 @@ class TradingCore:
             approved = st.target
         else:
             approved, flags = self._gate(
-                desired, st.target, t, st.halted, st.last_order_bar, st.orders_today,
-                self._warmup, self._allow_short, self._min_bars, self._max_per_day,
-            )  # fmt: skip
+                desired,
+                st.target,
+                t,
+                st.halted,
+                st.last_order_bar,
+                st.orders_today,
+                self._warmup,
+                self._allow_short,
+                self._min_bars,
+                self._max_per_day,
+            )
             if flags:
                 decision_events.extend(
                     events_from_flags(flags, self.limits, symbol=self.symbol, ts=b.ts, bar_index=t)
@@ -363,13 +476,7 @@ class TradingCore:
             st.last_order_bar = t
             st.orders_today += 1
             if self.fill_rule is FillRule.CLOSE:
-                cash, qty = self._cash_qty()
-                closed = self.broker.on_bar_close(
-                    self.symbol, close=b.close, high=b.high, low=b.low, ts=b.ts, bar_index=t,
-                    cash=cash, qty=qty,
-                )  # fmt: skip
-                self._apply(closed, b, events, trades)
-                executions.extend(closed)
+                self._fill(self._close, b, b.close, events, trades, executions)
             elif is_last:
                 expired = self.broker.expire(self.symbol, qty=self.ledger.position(self.symbol))
                 self._apply(expired, b, events, trades)
@@ -377,16 +484,14 @@ class TradingCore:
 
         if is_last and self.close_at_end and self.ledger.position(self.symbol) != 0:
             self.broker.submit_target(
-                self.symbol, 0.0, ts=b.ts, bar_index=t, kind=kernels.ORDER_END_OF_DATA,
+                self.symbol,
+                0.0,
+                ts=b.ts,
+                bar_index=t,
+                kind=kernels.ORDER_END_OF_DATA,
                 reason="end of data",
-            )  # fmt: skip
-            cash, qty = self._cash_qty()
-            final = self.broker.fill_now(
-                self.symbol, price=b.close, high=b.high, low=b.low, ts=b.ts, bar_index=t,
-                cash=cash, qty=qty,
-            )  # fmt: skip
-            self._apply(final, b, events, trades)
-            executions.extend(final)
+            )
+            self._fill(self._now, b, b.close, events, trades, executions)
             st.target = 0.0
 
         if self.check_invariants:
@@ -394,7 +499,7 @@ class TradingCore:
         qty_after = self.ledger.position(self.symbol)
         value = self.ledger.market_value(marks)
         equity_dec = self.ledger.equity(marks)
-        st.prev_equity = float(equity_dec)
+        st.prev_equity = self._float_cash() + float(qty_after) * b.close
         st.bar_index = t + 1
         return StepResult(
             bar_index=t,

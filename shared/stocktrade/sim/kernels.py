@@ -103,7 +103,9 @@ def exec_price(
 
 
 @njit(cache=True)
-def fee_for(qty_abs: float, price: float, commission_bps: float, commission_per_share: float) -> float:
+def fee_for(
+    qty_abs: float, price: float, commission_bps: float, commission_per_share: float
+) -> float:
     """Commission for trading ``qty_abs`` units at execution price ``price``."""
     return qty_abs * price * (commission_bps / 10000.0) + qty_abs * commission_per_share
 
@@ -432,10 +434,21 @@ def simulate(
             day_start_equity = prev_equity
         if pending >= 0:
             cash, qty, traded, fee, px, fl = execute_target_limited(
-                cash, qty, ord_target[pending], open_[t], high[t], low[t],
-                commission_bps, commission_per_share, slippage_bps, slippage_range_frac,
-                whole_shares, allow_short, max_qty, max_notional,
-            )  # fmt: skip
+                cash,
+                qty,
+                ord_target[pending],
+                open_[t],
+                high[t],
+                low[t],
+                commission_bps,
+                commission_per_share,
+                slippage_bps,
+                slippage_range_frac,
+                whole_shares,
+                allow_short,
+                max_qty,
+                max_notional,
+            )
             ord_fill_bar[pending] = t
             ord_qty[pending] = traded
             ord_price[pending] = px
@@ -468,9 +481,17 @@ def simulate(
             else:
                 desired = targets[t]
             approved, gfl = risk_gate(
-                desired, eff_target, t, halted, last_order, orders_today, warmup_bars,
-                allow_short, min_bars_between_orders, max_orders_per_day,
-            )  # fmt: skip
+                desired,
+                eff_target,
+                t,
+                halted,
+                last_order,
+                orders_today,
+                warmup_bars,
+                allow_short,
+                min_bars_between_orders,
+                max_orders_per_day,
+            )
             if gfl != 0:
                 ev_bar[n_ev] = t
                 ev_flags[n_ev] = gfl
@@ -494,10 +515,21 @@ def simulate(
             orders_today += 1
             if fill_on_close:
                 cash, qty, traded, fee, px, fl = execute_target_limited(
-                    cash, qty, eff_target, close[t], high[t], low[t],
-                    commission_bps, commission_per_share, slippage_bps, slippage_range_frac,
-                    whole_shares, allow_short, max_qty, max_notional,
-                )  # fmt: skip
+                    cash,
+                    qty,
+                    eff_target,
+                    close[t],
+                    high[t],
+                    low[t],
+                    commission_bps,
+                    commission_per_share,
+                    slippage_bps,
+                    slippage_range_frac,
+                    whole_shares,
+                    allow_short,
+                    max_qty,
+                    max_notional,
+                )
                 ord_fill_bar[k] = t
                 ord_qty[k] = traded
                 ord_price[k] = px
@@ -520,9 +552,17 @@ def simulate(
             n_ord += 1
             traded = -qty
             cash, qty, fee, px = execute_qty(
-                cash, qty, traded, close[t], high[t], low[t],
-                commission_bps, commission_per_share, slippage_bps, slippage_range_frac,
-            )  # fmt: skip
+                cash,
+                qty,
+                traded,
+                close[t],
+                high[t],
+                low[t],
+                commission_bps,
+                commission_per_share,
+                slippage_bps,
+                slippage_range_frac,
+            )
             eff_target = 0.0
             ord_bar[k] = t
             ord_kind[k] = ORDER_END_OF_DATA

@@ -131,7 +131,9 @@ class SmaCrossover:
         size: float = 1.0,
     ) -> None:
         if not (isinstance(fast, int) and isinstance(slow, int) and 1 <= fast < slow):
-            raise ValidationError(f"need integer windows 1 <= fast < slow, found fast={fast!r}, slow={slow!r}")
+            raise ValidationError(
+                f"need integer windows 1 <= fast < slow, found fast={fast!r}, slow={slow!r}"
+            )
         if mode not in ("state", "cross"):
             raise ValidationError(f"mode must be 'state' or 'cross', found {mode!r}")
         self.fast = fast
@@ -238,7 +240,9 @@ class RsiMeanReversion:
         if not (isinstance(window, int) and window >= 1):
             raise ValidationError(f"window must be an integer >= 1, found {window!r}")
         if not (0.0 < float(lower) < float(upper) < 100.0):
-            raise ValidationError(f"need 0 < lower < upper < 100, found lower={lower}, upper={upper}")
+            raise ValidationError(
+                f"need 0 < lower < upper < 100, found lower={lower}, upper={upper}"
+            )
         self.window = window
         self.lower = float(lower)
         self.upper = float(upper)

@@ -62,7 +62,7 @@ def _load_runtime(model: Any) -> Any:
     if isinstance(model, (str, Path, bytes, bytearray)):
         from stocktrade.adapters.inference.onnx_runtime import OnnxPolicyRuntime
 
-        return OnnxPolicyRuntime(model)
+        return OnnxPolicyRuntime(bytes(model) if isinstance(model, bytearray) else model)
     raise ValidationError(
         f"model must be a path, ONNX bytes or a runtime with logits_probs(), found "
         f"{type(model).__name__}"

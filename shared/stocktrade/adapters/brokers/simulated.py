@@ -129,41 +129,87 @@ class SimulatedBroker:
     # -- fills -------------------------------------------------------------------------------
 
     def on_bar_open(
-        self, symbol: str, *, open_: float, high: float, low: float, ts: datetime, bar_index: int,
-        cash: Decimal, qty: Decimal,
+        self,
+        symbol: str,
+        *,
+        open_: float,
+        high: float,
+        low: float,
+        ts: datetime,
+        bar_index: int,
+        cash: Decimal,
+        qty: Decimal,
+        sizing_cash: float | None = None,
     ) -> list[Execution]:
-        """Fill pending orders at this bar's open (``NEXT_OPEN`` only; else nothing)."""
+        """Fill pending orders at this bar's open (``NEXT_OPEN`` only; else nothing).
+
+        ``cash``/``qty`` are the book's (Decimal); ``sizing_cash`` optionally overrides the
+        float cash the kernel sizes with (the core's float shadow, see
+        :class:`stocktrade.services.trading.RiskState`).
+        """
         if self.fill_rule is not FillRule.NEXT_OPEN:
             return []
-        return self._fill_all(symbol, open_, high, low, ts, bar_index, cash, qty)
+        return self._fill_all(symbol, open_, high, low, ts, bar_index, cash, qty, sizing_cash)
 
     def on_bar_close(
-        self, symbol: str, *, close: float, high: float, low: float, ts: datetime, bar_index: int,
-        cash: Decimal, qty: Decimal,
+        self,
+        symbol: str,
+        *,
+        close: float,
+        high: float,
+        low: float,
+        ts: datetime,
+        bar_index: int,
+        cash: Decimal,
+        qty: Decimal,
+        sizing_cash: float | None = None,
     ) -> list[Execution]:
         """Fill pending orders at this bar's close (``CLOSE`` only; else nothing)."""
         if self.fill_rule is not FillRule.CLOSE:
             return []
-        return self._fill_all(symbol, close, high, low, ts, bar_index, cash, qty)
+        return self._fill_all(symbol, close, high, low, ts, bar_index, cash, qty, sizing_cash)
 
     def fill_now(
-        self, symbol: str, *, price: float, high: float, low: float, ts: datetime, bar_index: int,
-        cash: Decimal, qty: Decimal,
+        self,
+        symbol: str,
+        *,
+        price: float,
+        high: float,
+        low: float,
+        ts: datetime,
+        bar_index: int,
+        cash: Decimal,
+        qty: Decimal,
+        sizing_cash: float | None = None,
     ) -> list[Execution]:
         """Fill pending orders at ``price`` whatever the fill rule (e.g. closing at the end)."""
-        return self._fill_all(symbol, price, high, low, ts, bar_index, cash, qty)
+        return self._fill_all(symbol, price, high, low, ts, bar_index, cash, qty, sizing_cash)
 
     def expire(self, symbol: str, *, qty: Decimal = Decimal(0)) -> list[Execution]:
         """Cancel pending orders of ``symbol`` (no bar is left to fill them); ``qty`` is the
         position held, reported as the position after the (non-)fill."""
         out = []
         for p in self._pending.pop(symbol, []):
-            side = Side.BUY if (p.target if p.target is not None else p.qty or 0.0) > 0 else Side.SELL
+            side = (
+                Side.BUY if (p.target if p.target is not None else p.qty or 0.0) > 0 else Side.SELL
+            )
             order = self._order(p, side, Decimal(0), OrderStatus.EXPIRED)
             out.append(
-                Execution(order, None, kernels.FLAG_NO_NEXT_BAR, p.bar_index, -1, p.kind,
-                          _NAN if p.target is None else p.target, 0.0, _NAN, 0.0, float(qty))
-            )  # fmt: skip
+                Execution(
+                    order,
+                    None,
+                    kernels.FLAG_NO_NEXT_BAR,
+                    p.bar_index,
+                    -1,
+                    p.kind,
+                    _NAN if p.target is None else p.target,
+                    0.0,
+                    _NAN,
+                    0.0,
+                    float(qty),
+                    _NAN,
+                )
+            )
         return out
 
     def _order(self, p: _Pending, side: Side, qty: Decimal, status: OrderStatus) -> Order:
@@ -179,20 +225,40 @@ class SimulatedBroker:
         )
 
     def _fill_all(
-        self, symbol: str, price: float, high: float, low: float, ts: datetime, bar_index: int,
-        cash: Decimal, qty: Decimal,
+        self,
+        symbol: str,
+        price: float,
+        high: float,
+        low: float,
+        ts: datetime,
+        bar_index: int,
+        cash: Decimal,
+        qty: Decimal,
+        sizing_cash: float | None = None,
     ) -> list[Execution]:
         out: list[Execution] = []
-        f_cash = float(cash)
+        f_cash = float(cash) if sizing_cash is None else sizing_cash
         f_qty = float(qty)
         d_qty = qty
         cb, cps, sb, srf = self._cost_args
         for p in self._pending.pop(symbol, []):
             if p.target is not None:
                 f_cash, f_qty, traded, fee, px, flags = self._execute_target(
-                    f_cash, f_qty, p.target, price, high, low, cb, cps, sb, srf,
-                    self.whole_shares, self._allow_short, self._max_qty, self._max_notional,
-                )  # fmt: skip
+                    f_cash,
+                    f_qty,
+                    p.target,
+                    price,
+                    high,
+                    low,
+                    cb,
+                    cps,
+                    sb,
+                    srf,
+                    self.whole_shares,
+                    self._allow_short,
+                    self._max_qty,
+                    self._max_notional,
+                )
             else:
                 traded = float(p.qty or 0.0)
                 f_cash, f_qty, fee, px = self._execute_qty(
@@ -225,7 +291,19 @@ class SimulatedBroker:
                 order = self._order(p, side, Decimal(0), OrderStatus.REJECTED)
                 fill = None
             out.append(
-                Execution(order, fill, int(flags), p.bar_index, bar_index, p.kind,
-                          _NAN if p.target is None else p.target, traded, px, fee, f_qty)
-            )  # fmt: skip
+                Execution(
+                    order,
+                    fill,
+                    int(flags),
+                    p.bar_index,
+                    bar_index,
+                    p.kind,
+                    _NAN if p.target is None else p.target,
+                    traded,
+                    px,
+                    fee,
+                    f_qty,
+                    f_cash,
+                )
+            )
         return out

@@ -75,8 +75,9 @@ class GcsObjectStore:
         return f"GcsObjectStore('gs://{self.bucket_name}/{self.prefix}')"
 
     @classmethod
-    def from_url(cls, url: str, *, project: str | None = None,
-                 emulator_host: str | None = None) -> GcsObjectStore:
+    def from_url(
+        cls, url: str, *, project: str | None = None, emulator_host: str | None = None
+    ) -> GcsObjectStore:
         """Open the store of a ``gs://bucket[/prefix]`` URL."""
         bucket, prefix = parse_gs_url(url)
         return cls(bucket, prefix, project=project, emulator_host=emulator_host)
@@ -111,7 +112,9 @@ class GcsObjectStore:
         return self.prefix + check_key(key)
 
     # -- ObjectStore ----------------------------------------------------------------------
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+    def put_bytes(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> str:
         """Upload ``data`` at ``key``; return its ``gs://`` URI."""
         name = self._name(key)
         blob = self._get_bucket().blob(name)
@@ -165,7 +168,7 @@ class GcsObjectStore:
             names = [b.name for b in blobs]
         except Exception as exc:
             _reraise(exc, f"cannot list gs://{self.bucket_name}/{full}")
-        return sorted(n[len(self.prefix):] for n in names if n.startswith(full))
+        return sorted(n[len(self.prefix) :] for n in names if n.startswith(full))
 
     def uri(self, key: str) -> str:
         """``gs://bucket/prefix/key`` (a trailing ``/`` names a folder)."""

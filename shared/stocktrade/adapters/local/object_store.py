@@ -101,7 +101,9 @@ class LocalObjectStore:
         """The file that holds ``key`` (whether or not it exists)."""
         return self.root.joinpath(*check_key(key).split("/"))
 
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+    def put_bytes(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> str:
         """Write ``data`` at ``key`` atomically; return its URI. ``content_type`` is ignored
         (files have none)."""
         target = self.path(key)
