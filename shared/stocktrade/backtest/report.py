@@ -310,14 +310,20 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def _fmt_axis(v: float, kind: str) -> str:
+def _fmt_axis(v: float, kind: str, step: float) -> str:
+    """An axis label with as many decimals as the tick step needs."""
+    scale, suffix = 1.0, ""
     if kind == "pct":
-        return f"{v * 100:.0f}%" if abs(v) >= 0.01 or v == 0 else f"{v * 100:.1f}%"
-    if abs(v) >= 1e6:
-        return f"{v / 1e6:,.2f}M"
-    if abs(v) >= 1e4:
-        return f"{v / 1e3:,.0f}k"
-    return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+        scale, suffix = 100.0, "%"
+    elif max(abs(v), step) >= 1e6:
+        scale, suffix = 1e-6, "M"
+    elif max(abs(v), step) >= 1e4:
+        scale, suffix = 1e-3, "k"
+    shown_step = step * scale
+    decimals = max(0, min(6, -math.floor(math.log10(shown_step) + 1e-9))) if shown_step > 0 else 0
+    if shown_step > 0 and round(shown_step, decimals) != round(shown_step, decimals + 1):
+        decimals += 1  # steps like 2.5
+    return f"{v * scale:,.{decimals}f}{suffix}"
 
 
 def svg_chart(
@@ -372,7 +378,7 @@ def svg_chart(
         lo, hi = lo - pad, hi + pad
     else:
         pad = (hi - lo) * 0.04
-        lo, hi = (lo if area else lo - pad), (hi if area and hi == 0.0 else hi + pad)
+        lo, hi = lo - pad, (hi if area and hi == 0.0 else hi + pad)
     span_x = max(1, x1 - x0)
 
     def px(v: np.ndarray | int) -> np.ndarray:
@@ -382,12 +388,14 @@ def svg_chart(
         return top + (hi - np.asarray(v, dtype=np.float64)) / (hi - lo) * ph
 
     # grid and axes
-    for tick in _nice_ticks(lo, hi):
+    ticks = _nice_ticks(lo, hi)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else abs(hi - lo)
+    for tick in ticks:
         yy = float(py(tick))
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{yy:.1f}" y2="{yy:.1f}" class="gl"/>')
         parts.append(
             f'<text x="{left - 6}" y="{yy + 4:.1f}" class="al" text-anchor="end">'
-            f"{_esc(_fmt_axis(tick, y_kind))}</text>"
+            f"{_esc(_fmt_axis(tick, y_kind, step))}</text>"
         )
     for k in range(6):
         t = x0 + span_x * k // 5

@@ -202,6 +202,16 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
+def _bound_text(value: datetime | None, *, end: bool) -> str | None:
+    """A range bound as stored: a plain date when it is a whole-day bound (what users type)."""
+    if value is None:
+        return None
+    day_edge = (value.hour, value.minute, value.second, value.microsecond) == (
+        (23, 59, 59, 999_999) if end else (0, 0, 0, 0)
+    )
+    return value.date().isoformat() if day_edge else _iso(value)
+
+
 def _parse_bound(value: Any, name: str, *, end: bool) -> datetime | None:
     """A range bound; a plain date as ``end`` means the whole day (inclusive)."""
     if value is None or value == "":
@@ -351,8 +361,8 @@ class BacktestRequest:
         return {
             "strategy": self.strategy,
             "symbols": list(self.symbols),
-            "start": _iso(self.start),
-            "end": _iso(self.end),
+            "start": _bound_text(self.start, end=False),
+            "end": _bound_text(self.end, end=True),
             "params": dict(self.params),
             "timeframe": self.timeframe,
             "initial_cash": str(self.initial_cash),

@@ -93,7 +93,7 @@ class GcsObjectStore:
         return self._bucket
 
     def _make_client(self) -> Any:
-        from google.cloud import storage
+        from google.cloud import storage  # type: ignore[attr-defined]
 
         if self.emulator_host:
             from google.auth.credentials import AnonymousCredentials
