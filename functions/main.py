@@ -25,8 +25,18 @@ from typing import Any
 
 import functions_framework
 
-__all__ = ["api", "container", "cron_relay", "on_bar", "on_fill", "on_order", "on_signal",
-           "predict", "preload", "set_container"]
+__all__ = [
+    "api",
+    "container",
+    "cron_relay",
+    "on_bar",
+    "on_fill",
+    "on_order",
+    "on_signal",
+    "predict",
+    "preload",
+    "set_container",
+]
 
 _lock = threading.Lock()
 _container: Any = None
@@ -128,7 +138,10 @@ def api(request: Any) -> Any:
         try:
             container().db().execute("SELECT 1")
         except Exception as exc:  # not ready, for whatever reason: say which
-            return {"status": "unavailable", "reason": f"database: {type(exc).__name__}: {exc}"}, 503
+            return {
+                "status": "unavailable",
+                "reason": f"database: {type(exc).__name__}: {exc}",
+            }, 503
         return {"status": "ready"}, 200
     return {"error": f"no route {request.method} {request.path}"}, 404
 
@@ -139,14 +152,30 @@ def preload(target: str, *, bus: str = "pubsub") -> None:
 
     modules = {
         "api": ["stocktrade.bootstrap", "stocktrade.adapters.postgres.db", "psycopg"],
-        "predict": ["stocktrade.bootstrap", "stocktrade.services.predict",
-                    "stocktrade.adapters.postgres.policies",
-                    "stocktrade.adapters.inference.onnx_runtime", "onnxruntime", "psycopg"],
-    }.get(target, ["stocktrade.bootstrap", "stocktrade.services.chain",
-                   "stocktrade.services.delivery", "stocktrade.adapters.postgres.delivery",
-                   "stocktrade.adapters.postgres.db", "psycopg"])
+        "predict": [
+            "stocktrade.bootstrap",
+            "stocktrade.services.predict",
+            "stocktrade.adapters.postgres.policies",
+            "stocktrade.adapters.inference.onnx_runtime",
+            "onnxruntime",
+            "psycopg",
+        ],
+    }.get(
+        target,
+        [
+            "stocktrade.bootstrap",
+            "stocktrade.services.chain",
+            "stocktrade.services.delivery",
+            "stocktrade.adapters.postgres.delivery",
+            "stocktrade.adapters.postgres.db",
+            "psycopg",
+        ],
+    )
     if target.startswith(("on_", "cron_")):
-        modules += (["stocktrade.adapters.gcp.pubsub", "google.cloud.pubsub_v1"] if bus == "pubsub"
-                    else ["stocktrade.adapters.local.bus"])
+        modules += (
+            ["stocktrade.adapters.gcp.pubsub", "google.cloud.pubsub_v1"]
+            if bus == "pubsub"
+            else ["stocktrade.adapters.local.bus"]
+        )
     for name in modules:
         importlib.import_module(name)

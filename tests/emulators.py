@@ -103,9 +103,19 @@ class PubSubEmulator:
         log_path = Path(tempfile.mkstemp(prefix="pubsub-emulator-", suffix=".log")[1])
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                ["gcloud", "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}",
-                 "--quiet"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    "gcloud",
+                    "beta",
+                    "emulators",
+                    "pubsub",
+                    "start",
+                    f"--host-port=127.0.0.1:{port}",
+                    "--quiet",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         emulator = cls(process, port, log_path)
         if not wait_for_port(port, timeout, process):
             emulator.stop()
@@ -133,7 +143,8 @@ class PubSubEmulator:
             from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
             self._publisher = pubsub_v1.PublisherClient(
-                transport=PublisherGrpcTransport(channel=grpc.insecure_channel(self.host)))
+                transport=PublisherGrpcTransport(channel=grpc.insecure_channel(self.host))
+            )
         return self._publisher
 
     @property
@@ -144,7 +155,8 @@ class PubSubEmulator:
             from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
             self._subscriber = pubsub_v1.SubscriberClient(
-                transport=SubscriberGrpcTransport(channel=grpc.insecure_channel(self.host)))
+                transport=SubscriberGrpcTransport(channel=grpc.insecure_channel(self.host))
+            )
         return self._subscriber
 
     def create_topic(self, project: str, topic: str) -> str:
@@ -155,25 +167,43 @@ class PubSubEmulator:
             self.publisher.create_topic(request={"name": path})
         return path
 
-    def create_push_subscription(self, project: str, topic: str, endpoint: str, *,
-                                 name: str | None = None, ordered: bool = True,
-                                 min_backoff_s: int = 1) -> str:
+    def create_push_subscription(
+        self,
+        project: str,
+        topic: str,
+        endpoint: str,
+        *,
+        name: str | None = None,
+        ordered: bool = True,
+        min_backoff_s: int = 1,
+    ) -> str:
         """A push subscription from ``topic`` (created if needed) to ``endpoint``."""
         path = f"projects/{project}/subscriptions/{name or topic + '-push'}"
-        self.subscriber.create_subscription(request={
-            "name": path, "topic": self.create_topic(project, topic),
-            "push_config": {"push_endpoint": endpoint}, "ack_deadline_seconds": 10,
-            "enable_message_ordering": ordered,
-            "retry_policy": {"minimum_backoff": {"seconds": min_backoff_s},
-                             "maximum_backoff": {"seconds": max(min_backoff_s, 2)}},
-        })
+        self.subscriber.create_subscription(
+            request={
+                "name": path,
+                "topic": self.create_topic(project, topic),
+                "push_config": {"push_endpoint": endpoint},
+                "ack_deadline_seconds": 10,
+                "enable_message_ordering": ordered,
+                "retry_policy": {
+                    "minimum_backoff": {"seconds": min_backoff_s},
+                    "maximum_backoff": {"seconds": max(min_backoff_s, 2)},
+                },
+            }
+        )
         return path
 
     def create_pull_subscription(self, project: str, topic: str, name: str) -> str:
         path = f"projects/{project}/subscriptions/{name}"
-        self.subscriber.create_subscription(request={
-            "name": path, "topic": self.create_topic(project, topic),
-            "enable_message_ordering": True, "ack_deadline_seconds": 10})
+        self.subscriber.create_subscription(
+            request={
+                "name": path,
+                "topic": self.create_topic(project, topic),
+                "enable_message_ordering": True,
+                "ack_deadline_seconds": 10,
+            }
+        )
         return path
 
     def pull(self, subscription: str, *, want: int, timeout: float = 10.0) -> list[Any]:
@@ -183,25 +213,36 @@ class PubSubEmulator:
         while len(got) < want and time.monotonic() < deadline:
             response = self.subscriber.pull(
                 request={"subscription": subscription, "max_messages": want - len(got)},
-                timeout=max(0.5, deadline - time.monotonic()))
+                timeout=max(0.5, deadline - time.monotonic()),
+            )
             if response.received_messages:
                 got.extend(m.message for m in response.received_messages)
-                self.subscriber.acknowledge(request={"subscription": subscription, "ack_ids": [
-                    m.ack_id for m in response.received_messages]})
+                self.subscriber.acknowledge(
+                    request={
+                        "subscription": subscription,
+                        "ack_ids": [m.ack_id for m in response.received_messages],
+                    }
+                )
         return got
 
     def function_env(self, project: str, database_url: str, **extra: str) -> dict[str, str]:
         """Environment for a function server of this stack (pubsub bus, the test database)."""
-        return {"PUBSUB_EMULATOR_HOST": self.host, "GOOGLE_CLOUD_PROJECT": project,
-                "STOCKTRADE_BUS": "pubsub", "DATABASE_URL": database_url,
-                "STOCKTRADE_ENV": "test", **extra}
+        return {
+            "PUBSUB_EMULATOR_HOST": self.host,
+            "GOOGLE_CLOUD_PROJECT": project,
+            "STOCKTRADE_BUS": "pubsub",
+            "DATABASE_URL": database_url,
+            "STOCKTRADE_ENV": "test",
+            **extra,
+        }
 
 
 class FunctionServer:
     """A ``functions-framework`` process serving one target on a free localhost port."""
 
-    def __init__(self, process: subprocess.Popen[Any], port: int, target: str,
-                 log_path: Path) -> None:
+    def __init__(
+        self, process: subprocess.Popen[Any], port: int, target: str, log_path: Path
+    ) -> None:
         self.process = process
         self.port = port
         self.target = target
@@ -210,24 +251,48 @@ class FunctionServer:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, target: str, *, env: Mapping[str, str], source: Path = FUNCTIONS_SOURCE,
-              signature: str = "cloudevent", timeout: float = 30.0) -> Iterator[FunctionServer]:
+    def start(
+        cls,
+        target: str,
+        *,
+        env: Mapping[str, str],
+        source: Path = FUNCTIONS_SOURCE,
+        signature: str = "cloudevent",
+        timeout: float = 30.0,
+    ) -> Iterator[FunctionServer]:
         """Serve ``target`` from ``source`` until the block ends."""
         port = free_port()
         log_path = Path(tempfile.mkstemp(prefix=f"ff-{target}-", suffix=".log")[1])
         base = {k: v for k, v in os.environ.items() if not k.startswith("STOCKTRADE_")}
-        command = [str(Path(sys.executable).with_name("functions-framework")), "--target", target,
-                   "--signature-type", signature, "--source", str(source), "--port", str(port),
-                   "--host", "127.0.0.1"]
+        command = [
+            str(Path(sys.executable).with_name("functions-framework")),
+            "--target",
+            target,
+            "--signature-type",
+            signature,
+            "--source",
+            str(source),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ]
         with log_path.open("wb") as log:
-            process = subprocess.Popen(command, env={**base, **env}, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True,
-                                       cwd=str(REPO))
+            process = subprocess.Popen(
+                command,
+                env={**base, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=str(REPO),
+            )
         server = cls(process, port, target, log_path)
         try:
             if not wait_for_port(port, timeout, process):
-                raise RuntimeError(f"functions-framework {target} did not start: "
-                                   f"{log_path.read_text(errors='replace')[-1500:]}")
+                raise RuntimeError(
+                    f"functions-framework {target} did not start: "
+                    f"{log_path.read_text(errors='replace')[-1500:]}"
+                )
             yield server
         finally:
             _stop_group(process)

@@ -18,6 +18,7 @@ from stocktrade.domain.bars import SymbolSummary, Timeframe, UpsertCounts
 if TYPE_CHECKING:
     from stocktrade.data.arrays import BarArrays
     from stocktrade.data.csv_bars import BarFile
+    from stocktrade.domain.broker import BrokerAccount, BrokerOrder, BrokerPosition, OrderRequest
     from stocktrade.domain.runs import Run
     from stocktrade.schemas.events import Event
 
@@ -34,6 +35,9 @@ class BarRepository(Protocol):
              end: datetime | str | None = None) -> BarArrays: ...
 
     def summary(self, symbols: list[str] | None = None) -> list[SymbolSummary]: ...
+
+    def count(self, symbol: str | None = None, timeframe: str | None = None,
+              start: datetime | str | None = None, end: datetime | str | None = None) -> int: ...
 
 
 class ObjectStore(Protocol):
@@ -133,6 +137,14 @@ class Mirror(Protocol):
 
     Written only after the database transaction that caused the change has committed, and
     never read back by the system: it is a mirror, not a source of truth.
+
+    Documents (shapes in :mod:`stocktrade.schemas.mirror`): ``agents/{agent_id}`` (live
+    equity, cash, positions, last decision), ``runs/{run_id}`` (status and progress) and
+    ``leaderboard/current`` (ranked rows). Each write replaces the whole document. A write
+    whose ``updated_at`` is older than the stored document's is dropped, so a late write
+    never regresses the view. Adapters never raise from :meth:`write` or :meth:`delete`:
+    a failure is logged and swallowed (the next write repairs the document), so the mirror
+    never fails a handler.
     """
 
     def write(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None: ...
@@ -140,13 +152,54 @@ class Mirror(Protocol):
     def delete(self, collection: str, doc_id: str) -> None: ...
 
 
+class LiveBroker(Protocol):
+    """A real (paper or live) broker, e.g. Alpaca paper trading.
+
+    Unlike the simulated broker the core drives bar by bar (``services.trading.Broker``), a
+    real broker is asynchronous: :meth:`submit` returns the order *accepted*, and its fills
+    arrive later; the caller polls :meth:`get_order` / :meth:`get_order_by_client_id` (or
+    listens to the broker's trade updates) and turns successive states into fills with
+    :meth:`stocktrade.domain.broker.BrokerOrder.fill_since`.
+
+    Errors: :class:`~stocktrade.errors.PermanentError` when the broker refuses the request
+    (bad symbol, insufficient buying power: retrying cannot help),
+    :class:`~stocktrade.errors.TransientError` when it could not answer (rate limit, 5xx,
+    timeout) after the adapter's own bounded retries, and
+    :class:`~stocktrade.errors.NotFoundError` for an unknown order.
+    """
+
+    def submit(self, request: OrderRequest) -> BrokerOrder:
+        """Send an order; idempotent on ``request.client_order_id``: submitting an id the
+        broker already holds returns that order (a :class:`~stocktrade.errors.ConflictError`
+        if it differs from ``request``) and never opens a second one."""
+        ...
+
+    def get_order(self, broker_order_id: str) -> BrokerOrder: ...
+
+    def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder: ...
+
+    def account(self) -> BrokerAccount: ...
+
+    def positions(self) -> builtins.list[BrokerPosition]: ...
+
+
 class OutboxRecord(Protocol):
     """One stored outbox row awaiting (or done with) publication."""
 
-    id: int
-    topic: str
-    ordering_key: str | None
-    payload: Mapping[str, Any]
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def ordering_key(self) -> str | None: ...
+
+    @property
+    def payload(self) -> Mapping[str, Any]: ...
 
 
 class DeliveryTransaction(Protocol):
@@ -169,7 +222,7 @@ class DeliveryStore(Protocol):
 
     def transaction(self) -> AbstractContextManager[DeliveryTransaction]: ...
 
-    def claim_pending(self, limit: int, lease_seconds: float) -> list[OutboxRecord]:
+    def claim_pending(self, limit: int, lease_seconds: float) -> Sequence[OutboxRecord]:
         """Lease up to ``limit`` unpublished rows (oldest first) that no relay holds."""
         ...
 

@@ -168,6 +168,10 @@ def test_detached_job_writes_every_artifact_and_stores_metrics(
         ({"from": "2020-01-01", "to": "2020-12-31"}, "no 1d bars for AAPL between 2020-01-01"),
         ({"costs": {"commission_bps": "-1"}}, "commission_bps must be >= 0"),
         ({"from": "2015-01-01", "to": "2014-01-01"}, "the date range is empty"),
+        (
+            {"from": "2015-01-03", "to": "2015-01-04"},
+            "no 1d bars for AAPL between 2015-01-03 and 2015-01-04",
+        ),
         ({"strategy": "moon_phase"}, "unknown strategy 'moon_phase'"),
         ({"params": {"fast": 30, "slow": 10}}, "need integer windows 1 <= fast < slow"),
         ({"params": {"fats": 10}}, r"unknown parameter\(s\) \['fats'\]"),
@@ -310,3 +314,27 @@ def test_cli_backtest_runs_in_process_and_runs_commands_show_it(world: dict[str,
         [*base, "runs", "cancel", run.id[:8]], capture_output=True, text=True, env=env, timeout=120
     )
     assert cancel.returncode == 1 and "already succeeded" in cancel.stderr
+
+
+def test_a_launch_failure_keeps_the_accepted_request_as_a_failed_run(world: dict[str, Any]) -> None:
+    from stocktrade.errors import TransientError
+
+    seen: list[str] = []
+
+    class DownLauncher:
+        def launch(self, kind: str, run_id: str, *, args: Any = ()) -> str:
+            seen.append(world["runs"].get(run_id).status.value)  # the row exists before launch
+            raise ConnectionError("Cloud Run API unreachable")
+
+    with pytest.raises(TransientError, match="recorded but its job could not start"):
+        submit_backtest(
+            REQUEST,
+            runs=world["runs"],
+            bars=world["bars"],
+            store=world["store"],
+            launcher=DownLauncher(),
+        )
+    (run,) = world["runs"].list()
+    assert seen == ["queued"]
+    assert run.status is RunStatus.FAILED and "Cloud Run API unreachable" in (run.error or "")
+    assert run.config["symbols"] == REQUEST["symbols"] and run.config["start"] == "2013-01-01"

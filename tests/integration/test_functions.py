@@ -40,9 +40,17 @@ TS = datetime(2015, 12, 31, tzinfo=UTC)
 
 
 def a_bar(**changes: Any) -> Bar:
-    fields: dict[str, Any] = dict(symbol="AAPL", timeframe="1d", ts=TS, open="107.01",
-                                  high="107.03", low="104.82", close="105.26",
-                                  volume="40912316", source="replay")
+    fields: dict[str, Any] = dict(
+        symbol="AAPL",
+        timeframe="1d",
+        ts=TS,
+        open="107.01",
+        high="107.03",
+        low="104.82",
+        close="105.26",
+        volume="40912316",
+        source="replay",
+    )
     return Bar(**{**fields, **changes})
 
 
@@ -69,7 +77,8 @@ def count(conn: Any, sql: str) -> int:
 
 
 def test_on_bar_stores_a_pubsub_bar_once_however_often_it_is_delivered(
-        wired: Container, db_conn: Any) -> None:
+    wired: Container, db_conn: Any
+) -> None:
     client = app_for("on_bar", wired)
     event = pubsub_cloudevent(a_bar(), message_id="101")
     assert post_event(client, event).status_code == 200
@@ -80,18 +89,23 @@ def test_on_bar_stores_a_pubsub_bar_once_however_often_it_is_delivered(
 
 
 def test_on_bar_accepts_a_raw_push_request_as_the_emulator_sends_it(
-        wired: Container, db_conn: Any) -> None:
+    wired: Container, db_conn: Any
+) -> None:
     client = app_for("on_bar", wired)
     body = (FIXTURES / "emulator_push_bar.json").read_text()
-    response = client.post("/projects/local-project/topics/market-bars", data=body,
-                           headers={"Content-Type": "application/json"})
+    response = client.post(
+        "/projects/local-project/topics/market-bars",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 200
     row = db_conn.execute("SELECT symbol, close, source FROM bars").fetchone()
     assert (row[0], str(row[1]), row[2]) == ("AAPL", "105.26000000", "replay")
 
 
 def test_on_bar_acknowledges_an_undecodable_message_into_the_dead_letters(
-        wired: Container, db_conn: Any) -> None:
+    wired: Container, db_conn: Any
+) -> None:
     client = app_for("on_bar", wired)
     body = (FIXTURES / "emulator_push_not_json.json").read_text()
     response = client.post("/", data=body, headers={"Content-Type": "application/json"})
@@ -109,15 +123,40 @@ def test_on_bar_answers_500_on_a_transient_failure_so_pubsub_retries(pg_url: str
     assert post_event(client, pubsub_cloudevent(a_bar())).status_code == 500
 
 
-@pytest.mark.parametrize("target,event", [
-    ("on_signal", Signal(agent_id=AGENT, symbol="AAPL", bar_ts=TS, action="sell")),
-    ("on_order", Order(client_order_id="o-9", agent_id=AGENT, symbol="AAPL", side="sell",
-                       qty="5", bar_ts=TS)),
-    ("on_fill", Fill(fill_id="f-9", client_order_id="o-9", agent_id=AGENT, symbol="AAPL",
-                     side="sell", qty="5", price="105.2", fee="0.01", ts=TS)),
-])
+@pytest.mark.parametrize(
+    "target,event",
+    [
+        ("on_signal", Signal(agent_id=AGENT, symbol="AAPL", bar_ts=TS, action="sell")),
+        (
+            "on_order",
+            Order(
+                client_order_id="o-9",
+                agent_id=AGENT,
+                symbol="AAPL",
+                side="sell",
+                qty="5",
+                bar_ts=TS,
+            ),
+        ),
+        (
+            "on_fill",
+            Fill(
+                fill_id="f-9",
+                client_order_id="o-9",
+                agent_id=AGENT,
+                symbol="AAPL",
+                side="sell",
+                qty="5",
+                price="105.2",
+                fee="0.01",
+                ts=TS,
+            ),
+        ),
+    ],
+)
 def test_each_chain_target_records_its_event_once(
-        wired: Container, db_conn: Any, target: str, event: Any) -> None:
+    wired: Container, db_conn: Any, target: str, event: Any
+) -> None:
     client = app_for(target, wired)
     assert post_event(client, pubsub_cloudevent(event)).status_code == 200
     assert post_event(client, build_cloudevent(event)).status_code == 200  # direct CloudEvent
@@ -126,7 +165,8 @@ def test_each_chain_target_records_its_event_once(
 
 
 def test_a_target_refuses_another_topics_event_into_the_dead_letters(
-        wired: Container, db_conn: Any) -> None:
+    wired: Container, db_conn: Any
+) -> None:
     client = app_for("on_order", wired)
     assert post_event(client, pubsub_cloudevent(a_bar())).status_code == 200
     reason = db_conn.execute("SELECT reason FROM dead_letters").fetchone()[0]
@@ -137,7 +177,8 @@ def test_cron_relay_publishes_what_the_outbox_still_holds(wired: Container, db_c
     signal = Signal(agent_id=AGENT, symbol="AAPL", bar_ts=TS, action="buy")
     db_conn.execute(
         "INSERT INTO outbox (event_id, topic, ordering_key, payload) VALUES (%s, 'signals', %s, %s)",
-        (signal.event_id, str(AGENT), signal.model_dump_json()))
+        (signal.event_id, str(AGENT), signal.model_dump_json()),
+    )
     client = app_for("cron_relay", wired)
     assert post_event(client, pubsub_cloudevent(SchedulerTick(job="relay"))).status_code == 200
     bus = wired.bus()
@@ -153,12 +194,16 @@ def tiny_policy(obs_dim: int = 4) -> bytes:
 
     weights = np.array([[0.0, 1.0, -1.0]] * obs_dim, dtype=np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["obs", "W"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probs"], axis=1)],
+        [
+            helper.make_node("MatMul", ["obs", "W"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+        ],
         "tiny",
         [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", obs_dim])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3]),
-         helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3]),
+        ],
         [numpy_helper.from_array(weights, "W")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -175,7 +220,8 @@ def promoted(db_conn: Any, tmp_path: Path) -> str:
     row = db_conn.execute(
         "INSERT INTO model_versions (agent_name, version, uri_onnx, manifest, sha256, status) "
         "VALUES ('ppo-test', 1, %s, '{}', %s, 'promoted') RETURNING id::text",
-        (path.as_uri(), hashlib.sha256(data).hexdigest())).fetchone()
+        (path.as_uri(), hashlib.sha256(data).hexdigest()),
+    ).fetchone()
     return str(row[0])
 
 
@@ -193,10 +239,12 @@ def test_predict_runs_the_agents_promoted_policy(wired: Container, promoted: str
 
 
 def test_predict_takes_state_batches_and_an_explicit_model_version(
-        wired: Container, promoted: str) -> None:
+    wired: Container, promoted: str
+) -> None:
     client = app_for("predict", wired, "http")
-    response = client.post("/", json={"state": [[1, 0, 0, 0], [-1, 0, 0, 0]],
-                                      "model_version": promoted})
+    response = client.post(
+        "/", json={"state": [[1, 0, 0, 0], [-1, 0, 0, 0]], "model_version": promoted}
+    )
     assert response.status_code == 200
     assert response.get_json()["action"] == ["buy", "sell"]
 
@@ -243,7 +291,8 @@ def test_importing_the_functions_pulls_in_nothing_heavy() -> None:
         "    main.preload(t)\n"
         "print(json.dumps({'at_import': at_import, 'torch': 'torch' in sys.modules}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"at_import": [], "torch": False}

@@ -25,9 +25,17 @@ AGENT = uuid.UUID("6f1c2d1e-0000-4000-8000-000000000004")
 
 
 def a_bar(symbol: str, day: int) -> Bar:
-    return Bar(symbol=symbol, timeframe="1d", ts=datetime(2015, 12, day, tzinfo=UTC),
-               open="107.01", high="107.03", low="104.82", close="105.26", volume="40912316",
-               source="replay")
+    return Bar(
+        symbol=symbol,
+        timeframe="1d",
+        ts=datetime(2015, 12, day, tzinfo=UTC),
+        open="107.01",
+        high="107.03",
+        low="104.82",
+        close="105.26",
+        volume="40912316",
+        source="replay",
+    )
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -41,8 +49,12 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 def stored(pg_url: str, bar: Bar) -> bool:
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        return conn.execute("SELECT 1 FROM bars WHERE symbol = %s AND ts = %s",
-                            (bar.symbol, bar.ts)).fetchone() is not None
+        return (
+            conn.execute(
+                "SELECT 1 FROM bars WHERE symbol = %s AND ts = %s", (bar.symbol, bar.ts)
+            ).fetchone()
+            is not None
+        )
 
 
 @pytest.fixture
@@ -59,60 +71,84 @@ def bus_for(pubsub_emulator: PubSubEmulator) -> Iterator[Callable[[str], PubSubE
 
 
 def test_a_bar_published_to_market_bars_is_stored_by_the_on_bar_function(
-        pubsub_emulator: PubSubEmulator, pg_url: str, db_conn: Any,
-        bus_for: Callable[[str], PubSubEventBus]) -> None:
+    pubsub_emulator: PubSubEmulator,
+    pg_url: str,
+    db_conn: Any,
+    bus_for: Callable[[str], PubSubEventBus],
+) -> None:
     project = pubsub_emulator.new_project()
     env = pubsub_emulator.function_env(project, pg_url)
     with FunctionServer.start("on_bar", env=env) as server:
         pubsub_emulator.create_push_subscription(
-            project, "market-bars", server.push_endpoint(project, "market-bars"))
+            project, "market-bars", server.push_endpoint(project, "market-bars")
+        )
         bar = a_bar("EMU1", 30)
         bus_for(project).publish(Topic.MARKET_BARS, bar)
         wait_until(lambda: stored(pg_url, bar), 20, f"on_bar to store {bar.symbol}\n{server.log()}")
-    row = db_conn.execute("SELECT handler FROM processed_events WHERE event_id = %s",
-                          (bar.event_id,)).fetchone()
+    row = db_conn.execute(
+        "SELECT handler FROM processed_events WHERE event_id = %s", (bar.event_id,)
+    ).fetchone()
     assert row == ("on_bar",)
 
 
 def test_a_failed_push_is_redelivered_until_the_function_succeeds(
-        pubsub_emulator: PubSubEmulator, pg_url: str, db_conn: Any, tmp_path: Path,
-        bus_for: Callable[[str], PubSubEventBus]) -> None:
+    pubsub_emulator: PubSubEmulator,
+    pg_url: str,
+    db_conn: Any,
+    tmp_path: Path,
+    bus_for: Callable[[str], PubSubEventBus],
+) -> None:
     project = pubsub_emulator.new_project()
     attempts = tmp_path / "attempts.txt"
     env = pubsub_emulator.function_env(project, pg_url, FLAKY_ATTEMPTS_FILE=str(attempts))
     with FunctionServer.start("on_bar_fails_first", env=env, source=FLAKY_SOURCE) as server:
         pubsub_emulator.create_push_subscription(
-            project, "market-bars", server.push_endpoint(project, "market-bars"))
+            project, "market-bars", server.push_endpoint(project, "market-bars")
+        )
         bar = a_bar("EMU2", 29)
         message_id = bus_for(project).publish(Topic.MARKET_BARS, bar)
         wait_until(lambda: stored(pg_url, bar), 30, f"the redelivery to succeed\n{server.log()}")
         assert " 500 " in server.log() or "simulated failure" in server.log()
     tries = attempts.read_text().split()
     assert tries[:2] == [message_id, message_id]  # first answered 500, then redelivered
-    assert db_conn.execute("SELECT count(*) FROM processed_events WHERE event_id = %s",
-                           (bar.event_id,)).fetchone() == (1,)
+    assert db_conn.execute(
+        "SELECT count(*) FROM processed_events WHERE event_id = %s", (bar.event_id,)
+    ).fetchone() == (1,)
 
 
 def test_the_relay_publishes_outbox_events_to_pubsub_in_key_order(
-        pubsub_emulator: PubSubEmulator, db_conn: Any,
-        bus_for: Callable[[str], PubSubEventBus]) -> None:
+    pubsub_emulator: PubSubEmulator, db_conn: Any, bus_for: Callable[[str], PubSubEventBus]
+) -> None:
     project = pubsub_emulator.new_project()
     subscription = pubsub_emulator.create_pull_subscription(project, "signals", "collector")
     delivery = DeliveryService(PostgresDeliveryStore(db_conn), bus_for(project))
-    db_conn.execute("INSERT INTO agents (id, owner, name, kind, strategy, symbols) "
-                    "VALUES (%s, 'local', 'emu', 'baseline', 'sma', '{EMU3}')", (AGENT,))
+    db_conn.execute(
+        "INSERT INTO agents (id, owner, name, kind, strategy, symbols) "
+        "VALUES (%s, 'local', 'emu', 'baseline', 'sma', '{EMU3}')",
+        (AGENT,),
+    )
 
     def on_bar(ctx: HandlerContext[Bar]) -> None:
-        ctx.outbox.add(Topic.SIGNALS, Signal(agent_id=AGENT, symbol=ctx.event.symbol,
-                                             bar_ts=ctx.event.ts, action="hold"))
+        ctx.outbox.add(
+            Topic.SIGNALS,
+            Signal(agent_id=AGENT, symbol=ctx.event.symbol, bar_ts=ctx.event.ts, action="hold"),
+        )
 
     bars = [a_bar("EMU3", day) for day in range(1, 6)]
     for bar in bars:
         assert delivery.handle("on_bar", bar, on_bar).relay.published == 1
     messages = pubsub_emulator.pull(subscription, want=5)
-    signals = [decode_pubsub_message({"data": __import__("base64").b64encode(m.data).decode(),
-                                      "attributes": dict(m.attributes),
-                                      "messageId": m.message_id}, Signal).event for m in messages]
+    signals = [
+        decode_pubsub_message(
+            {
+                "data": __import__("base64").b64encode(m.data).decode(),
+                "attributes": dict(m.attributes),
+                "messageId": m.message_id,
+            },
+            Signal,
+        ).event
+        for m in messages
+    ]
     assert [s.bar_ts for s in signals] == [b.ts for b in bars]
     assert {m.ordering_key for m in messages} == {str(AGENT)}
     assert messages[0].attributes["event_type"] == "stocktrade.agent.signal"
@@ -120,7 +156,8 @@ def test_the_relay_publishes_outbox_events_to_pubsub_in_key_order(
 
 
 def test_a_streaming_pull_subscriber_gets_typed_events(
-        pubsub_emulator: PubSubEmulator, bus_for: Callable[[str], PubSubEventBus]) -> None:
+    pubsub_emulator: PubSubEmulator, bus_for: Callable[[str], PubSubEventBus]
+) -> None:
     project = pubsub_emulator.new_project()
     bus = bus_for(project)
     got: list[Any] = []

@@ -51,25 +51,59 @@ def fixture(name: str) -> dict[str, Any]:
 
 
 def a_bar(**changes: Any) -> Bar:
-    fields: dict[str, Any] = dict(symbol="AAPL", timeframe="1d", ts=TS, open="107.01", high="107.03",
-                                  low="104.82", close="105.26", volume="40912316", source="replay")
+    fields: dict[str, Any] = dict(
+        symbol="AAPL",
+        timeframe="1d",
+        ts=TS,
+        open="107.01",
+        high="107.03",
+        low="104.82",
+        close="105.26",
+        volume="40912316",
+        source="replay",
+    )
     return Bar(**{**fields, **changes})
 
 
 def one_of_each() -> list[Event]:
     return [
         a_bar(),
-        Signal(agent_id=AGENT, symbol="AAPL", bar_ts=TS, action="buy", confidence=0.7,
-               probs=(0.1, 0.7, 0.2), inference_backend="onnx-cpu", inference_latency_us=41.5),
-        Order(client_order_id="o-1", agent_id=AGENT, symbol="AAPL", side="buy", qty="10",
-              bar_ts=TS),
-        Fill(fill_id="f-1", client_order_id="o-1", agent_id=AGENT, symbol="AAPL", side="buy",
-             qty="10", price="105.2612345678", fee="0.05", ts=TS + timedelta(days=1)),
-        NewsItem(news_id="n-1", symbols=("AAPL",), published_at=TS, headline="Apple up",
-                 sentiment=0.4),
-        ModelPromoted(model_version_id=uuid.uuid4(), agent_id=AGENT, agent_name="ppo-aapl",
-                      version=3, uri_onnx="gs://b/models/ppo.onnx", sha256="a" * 64,
-                      promoted_at=TS),
+        Signal(
+            agent_id=AGENT,
+            symbol="AAPL",
+            bar_ts=TS,
+            action="buy",
+            confidence=0.7,
+            probs=(0.1, 0.7, 0.2),
+            inference_backend="onnx-cpu",
+            inference_latency_us=41.5,
+        ),
+        Order(
+            client_order_id="o-1", agent_id=AGENT, symbol="AAPL", side="buy", qty="10", bar_ts=TS
+        ),
+        Fill(
+            fill_id="f-1",
+            client_order_id="o-1",
+            agent_id=AGENT,
+            symbol="AAPL",
+            side="buy",
+            qty="10",
+            price="105.2612345678",
+            fee="0.05",
+            ts=TS + timedelta(days=1),
+        ),
+        NewsItem(
+            news_id="n-1", symbols=("AAPL",), published_at=TS, headline="Apple up", sentiment=0.4
+        ),
+        ModelPromoted(
+            model_version_id=uuid.uuid4(),
+            agent_id=AGENT,
+            agent_name="ppo-aapl",
+            version=3,
+            uri_onnx="gs://b/models/ppo.onnx",
+            sha256="a" * 64,
+            promoted_at=TS,
+        ),
         SchedulerTick(job="relay", scheduled_at=TS),
     ]
 
@@ -117,8 +151,15 @@ def test_order_and_fill_ids_are_their_natural_keys() -> None:
 
 def test_an_event_id_that_contradicts_the_natural_key_is_rejected() -> None:
     with pytest.raises(ValueError, match="does not match"):
-        Order(event_id="other", client_order_id="o-1", agent_id=AGENT, symbol="AAPL",
-              side="buy", qty="1", bar_ts=TS)
+        Order(
+            event_id="other",
+            client_order_id="o-1",
+            agent_id=AGENT,
+            symbol="AAPL",
+            side="buy",
+            qty="1",
+            bar_ts=TS,
+        )
 
 
 def test_ordering_keys_follow_the_design_table() -> None:
@@ -127,8 +168,15 @@ def test_ordering_keys_follow_the_design_table() -> None:
     assert signal.ordering_key == order.ordering_key == fill.ordering_key == str(AGENT)
     assert promoted.ordering_key == "ppo-aapl"
     assert news.ordering_key is None and tick.ordering_key is None
-    assert {t.value for t in Topic} == {"market-bars", "signals", "orders", "fills", "news",
-                                         "model-promoted", "scheduler-ticks"}
+    assert {t.value for t in Topic} == {
+        "market-bars",
+        "signals",
+        "orders",
+        "fills",
+        "news",
+        "model-promoted",
+        "scheduler-ticks",
+    }
     assert all(model.TOPIC is topic for topic, model in EVENT_MODELS.items())
 
 
@@ -144,8 +192,11 @@ def test_unknown_fields_and_inconsistent_bars_are_rejected() -> None:
 
 def test_an_unknown_schema_version_is_rejected_with_a_clear_error() -> None:
     payload = json.loads(a_bar().to_json_bytes())
-    with pytest.raises(UnsupportedSchemaVersionError, match=r"schema_version 2 is not supported; "
-                                                            r"expected one of \[1\]"):
+    with pytest.raises(
+        UnsupportedSchemaVersionError,
+        match=r"schema_version 2 is not supported; "
+        r"expected one of \[1\]",
+    ):
         event_from_payload(Bar, {**payload, "schema_version": 2})
     with pytest.raises(UnsupportedSchemaVersionError, match="no schema_version"):
         event_from_payload(Bar, {k: v for k, v in payload.items() if k != "schema_version"})
@@ -199,7 +250,9 @@ def test_a_farm_mark_ii_bar_message_is_read_with_exact_decimals() -> None:
 
 def test_a_message_declaring_another_event_type_is_a_schema_mismatch() -> None:
     envelope = fixture("emulator_push_bar.json")
-    with pytest.raises(SchemaMismatchError, match="expected event_type 'stocktrade.agent.signal'"):
+    with pytest.raises(
+        SchemaMismatchError, match=r"expected event_type 'stocktrade\.agent\.signal'"
+    ):
         decode_push_envelope(envelope, Signal)
 
 
@@ -212,8 +265,9 @@ def test_broken_envelopes_are_malformed() -> None:
     with pytest.raises(MalformedEventError, match="push body is not JSON"):
         decode_push_envelope(b"{", Bar)
     with pytest.raises(MalformedEventError, match="JSON object"):
-        decode_push_envelope({"message": {**envelope["message"],
-                                          "data": base64.b64encode(b"[1]").decode()}}, Bar)
+        decode_push_envelope(
+            {"message": {**envelope["message"], "data": base64.b64encode(b"[1]").decode()}}, Bar
+        )
 
 
 def test_the_eventarc_cloudevent_decodes_after_an_http_round_trip() -> None:
@@ -240,7 +294,7 @@ def test_built_cloudevents_decode_back_to_the_same_event() -> None:
 
 
 def test_a_cloudevent_of_another_type_is_malformed() -> None:
-    with pytest.raises(MalformedEventError, match="found 'stocktrade.agent.order'"):
+    with pytest.raises(MalformedEventError, match=r"found 'stocktrade\.agent\.order'"):
         parse_cloudevent(build_cloudevent(one_of_each()[2]), Bar)
 
 

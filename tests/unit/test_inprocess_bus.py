@@ -17,8 +17,17 @@ T0 = datetime(2024, 1, 2, tzinfo=UTC)
 
 
 def bar(day: int, symbol: str = "AAPL") -> Bar:
-    return Bar(symbol=symbol, timeframe="1d", ts=T0 + timedelta(days=day), open="10", high="11",
-               low="9", close="10.5", volume="100", source="test")
+    return Bar(
+        symbol=symbol,
+        timeframe="1d",
+        ts=T0 + timedelta(days=day),
+        open="10",
+        high="11",
+        low="9",
+        close="10.5",
+        volume="100",
+        source="test",
+    )
 
 
 def signal_for(b: Bar) -> Signal:
@@ -131,9 +140,13 @@ def test_a_publish_crash_queues_nothing_and_publish_many_pauses_that_key() -> No
     seen: list[tuple[str, int]] = []
     bus.subscribe("market-bars", lambda e: seen.append((e.symbol, e.ts.day)), name="s")
     bus.crash_on("publish", topic="market-bars")
-    results = bus.publish_many([("market-bars", bar(0, "AAPL"), None),
-                                ("market-bars", bar(0, "MSFT"), None),
-                                ("market-bars", bar(1, "AAPL"), None)])
+    results = bus.publish_many(
+        [
+            ("market-bars", bar(0, "AAPL"), None),
+            ("market-bars", bar(0, "MSFT"), None),
+            ("market-bars", bar(1, "AAPL"), None),
+        ]
+    )
     assert isinstance(results[0], SimulatedCrashError)
     assert results[1] == "m1"
     assert isinstance(results[2], SimulatedCrashError)  # AAPL paused: order kept
@@ -155,6 +168,8 @@ def test_every_publication_is_recorded_with_its_ordering_key() -> None:
     bus = InProcessEventBus()
     bus.publish("market-bars", bar(0))
     bus.publish("signals", signal_for(bar(0)), ordering_key="")
-    assert [(p.topic, p.ordering_key) for p in bus.published] == [("market-bars", "AAPL"),
-                                                                  ("signals", None)]
+    assert [(p.topic, p.ordering_key) for p in bus.published] == [
+        ("market-bars", "AAPL"),
+        ("signals", None),
+    ]
     assert bus.events("signals") == [signal_for(bar(0))]

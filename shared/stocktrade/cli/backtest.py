@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,16 +150,16 @@ def _request(
     end: str | None,
     params: list[str],
     timeframe: str,
-    cash: Decimal | None,
-    commission_bps: float | None,
-    commission_per_share: float | None,
-    slippage_bps: float | None,
+    cash: str | None,
+    commission_bps: str | None,
+    commission_per_share: str | None,
+    slippage_bps: str | None,
     allow_short: bool,
     fill_rule: str | None,
     close_at_end: bool,
     cash_allocation: str | None,
 ) -> dict[str, Any]:
-    from stocktrade.services.backtest_runs import STRATEGIES
+    from stocktrade.services.backtest_runs import STRATEGIES, canonical_strategy
 
     request: dict[str, Any] = {
         "strategy": strategy,
@@ -185,7 +184,7 @@ def _request(
         request["costs"] = costs
     if allow_short:
         request["risk"] = {"allow_short": True}
-        cls = STRATEGIES.get(strategy.strip().lower().replace("-", "_"))
+        cls = STRATEGIES.get(canonical_strategy(strategy))
         if cls is not None and "allow_short" in inspect.signature(cls).parameters:
             request["params"].setdefault("allow_short", True)
     options: dict[str, Any] = {}
@@ -214,14 +213,14 @@ def backtest(
         [], "--param", "-p", help="Strategy parameter name=value (repeatable): fast=10."
     ),
     timeframe: str = typer.Option("1d", "--timeframe", help="Bar timeframe: 1d, 1h, 15m, 5m, 1m."),
-    cash: Decimal | None = typer.Option(None, "--cash", help="Initial cash (default 100000)."),
-    commission_bps: float | None = typer.Option(
+    cash: str | None = typer.Option(None, "--cash", help="Initial cash (default 100000)."),
+    commission_bps: str | None = typer.Option(
         None, "--commission-bps", help="Commission in basis points of traded value."
     ),
-    commission_per_share: float | None = typer.Option(
+    commission_per_share: str | None = typer.Option(
         None, "--commission-per-share", help="Commission per unit traded."
     ),
-    slippage_bps: float | None = typer.Option(
+    slippage_bps: str | None = typer.Option(
         None, "--slippage-bps", help="Adverse slippage in basis points."
     ),
     allow_short: bool = typer.Option(False, "--allow-short", help="Let the strategy go short."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import typer
@@ -16,11 +17,17 @@ DEFAULT_DATA = Path("../shared/data")
 DEMO_FILES = ("daily_us_stocks_stocknet.csv", "daily_indices_arch.csv")
 
 
+# Later stages of the main job, in order: each module has run(console).
+_STEPS = (
+    ("2. backtest the baselines", "stocktrade.cli.demo_backtest"),
+)
+
+
 @handle_errors
 def demo(
     data: Path = typer.Option(DEFAULT_DATA, help="A bar CSV file or a folder holding the demo files."),
 ) -> None:
-    """Start Postgres, migrate, import real daily bars and summarise them."""
+    """Start Postgres, import real bars, backtest, train, paper-trade: the main job."""
     from stocktrade.adapters.postgres.bars import PostgresBarRepository
     from stocktrade.cli.data import print_summary
     from stocktrade.errors import ValidationError
@@ -41,3 +48,7 @@ def demo(
                       f"{r.counts.inserted:,} new, {r.counts.updated:,} changed, "
                       f"{r.counts.unchanged:,} unchanged ({r.bars_per_second:,.0f} bars/s)")
     print_summary(repo, limit=25)
+    for title, module_name in _STEPS:
+        console.rule(f"[bold]{title}")
+        module = importlib.import_module(module_name)
+        module.run(console)

@@ -28,7 +28,7 @@ BASELINES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("buy and hold", "buy_and_hold", {}),
     ("SMA crossover 10/30", "sma_crossover", {"fast": 10, "slow": 30}),
     (
-        "RSI(14) 30/70 mean reversion",
+        "RSI(14) 30/70",
         "rsi_mean_reversion",
         {"window": 14, "lower": 30, "upper": 70},
     ),

@@ -181,7 +181,9 @@ class Event(BaseModel):
     ``event_id`` is filled from it when absent and must equal it when present.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+    # defer_build: a function validates one or two event types; building the other schemas at
+    # import would only lengthen its cold start.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     TOPIC: ClassVar[Topic]
     EVENT_TYPE: ClassVar[str]
@@ -341,18 +343,15 @@ class Bar(Event):
             value = message.get(name)
             return Decimal(repr(value)) if isinstance(value, float) else value
 
+        fields = {
+            "symbol": message.get("symbol"),
+            "timeframe": timeframe,
+            "ts": message.get("timestamp"),
+            **{name: dec(name) for name in ("open", "high", "low", "close", "volume")},
+            "source": message.get("source") or "farm",
+        }
         try:
-            return cls(
-                symbol=message.get("symbol"),
-                timeframe=timeframe,
-                ts=message.get("timestamp"),
-                open=dec("open"),
-                high=dec("high"),
-                low=dec("low"),
-                close=dec("close"),
-                volume=dec("volume"),
-                source=message.get("source") or "farm",
-            )
+            return cls.model_validate(fields)
         except PydanticValidationError as exc:
             raise SchemaMismatchError(f"invalid Farm bar message: {_summary(exc)}") from exc
 
@@ -637,7 +636,7 @@ class Received(Generic[E]):
 
     @property
     def topic(self) -> str | None:
-        """The topic named by the CloudEvent source or subscription-less envelope, if any."""
+        """The topic named by the CloudEvent source (``.../topics/<topic>``), if any."""
         if self.source and "/topics/" in self.source:
             return self.source.rsplit("/topics/", 1)[1] or None
         return None

@@ -74,6 +74,7 @@ __all__ = [
     "BacktestPlan",
     "BacktestRequest",
     "build_strategy",
+    "canonical_strategy",
     "check_request",
     "execute_backtest_run",
     "run_backtest_now",
@@ -131,9 +132,15 @@ def strategy_names() -> list[str]:
     return sorted(STRATEGIES)
 
 
-def _strategy_class(name: str) -> tuple[str, type]:
+def canonical_strategy(name: str) -> str:
+    """The registered name of a strategy (``"rsi"`` -> ``"rsi_mean_reversion"``); unknown
+    names come back stripped and lower-cased."""
     key = str(name).strip().lower()
-    key = _ALIASES.get(key, key)
+    return _ALIASES.get(key, key)
+
+
+def _strategy_class(name: str) -> tuple[str, type]:
+    key = canonical_strategy(name)
     if key not in STRATEGIES:
         raise ValidationError(
             f"unknown strategy {name!r}; expected one of {', '.join(strategy_names())}"
@@ -314,7 +321,10 @@ class BacktestRequest:
         except ValidationError as exc:
             problems.append(str(exc))
         if start is not None and end is not None and start > end:
-            problems.append(f"the date range is empty: from {_iso(start)} is after to {_iso(end)}")
+            problems.append(
+                f"the date range is empty: from {_bound_text(start, end=False)} is after to "
+                f"{_bound_text(end, end=True)}"
+            )
         timeframe = str(data.get("timeframe") or "1d")
         try:
             timeframe = Timeframe.parse(timeframe).value
@@ -344,7 +354,7 @@ class BacktestRequest:
             raise ValidationError("invalid backtest request: " + "; ".join(problems))
         assert isinstance(strategy, str)
         return cls(
-            strategy=strategy.strip(),
+            strategy=canonical_strategy(strategy),
             symbols=symbols,
             start=start,
             end=end,
@@ -402,8 +412,8 @@ class BacktestPlan:
 
 def check_request(request: BacktestRequest, bars: BarRepository) -> BacktestPlan:
     """Validate a request against the code (strategy, parameters, config) and the stored data
-    (every symbol has bars of the timeframe inside the range). Reads only a summary of the
-    stored bars: no bars are loaded.
+    (every symbol has bars of the timeframe inside the range). Reads only a summary and a count
+    of the stored bars: no bars are loaded.
 
     Raises:
         ValidationError: what is wrong, all in one message where possible.
@@ -429,12 +439,17 @@ def check_request(request: BacktestRequest, bars: BarRepository) -> BacktestPlan
         if summary is None:
             continue
         first, last = summary.first, summary.last
-        if (request.start is not None and last < request.start) or (
+        outside = (request.start is not None and last < request.start) or (
             request.end is not None and first > request.end
-        ):
+        )
+        # An index-only count: catches a range inside the stored history that holds no bar
+        # (a weekend, a holiday) without loading anything.
+        if outside or bars.count(symbol, request.timeframe, request.start, request.end) == 0:
             problems.append(
-                f"no {request.timeframe} bars for {symbol} between {_iso(request.start)} and "
-                f"{_iso(request.end)}: stored bars run from {_iso(first)} to {_iso(last)}"
+                f"no {request.timeframe} bars for {symbol} between "
+                f"{_bound_text(request.start, end=False) or 'the first bar'} and "
+                f"{_bound_text(request.end, end=True) or 'the last bar'}: stored bars run from "
+                f"{_bound_text(first, end=False)} to {_bound_text(last, end=False)}"
             )
         coverage[symbol] = (first, last, summary.bars)
     if problems:
@@ -775,8 +790,8 @@ def _execute(
         loaded = bars.load(symbol, request.timeframe, request.start, request.end)
         if len(loaded) == 0:
             raise ValidationError(
-                f"no {request.timeframe} bars for {symbol} between {_iso(request.start)} and "
-                f"{_iso(request.end)}; check the date range"
+                f"no {request.timeframe} bars for {symbol} between {_bound_text(request.start, end=False)} and "
+                f"{_bound_text(request.end, end=True)}; check the date range"
             )
         data[symbol] = loaded
         progress.step(
@@ -802,8 +817,8 @@ def _execute(
         config_snapshot=snapshot,
         title=f"Backtest {result.strategy_name}: {', '.join(request.symbols)}",
         subtitle=(
-            f"run {run.id} · {request.timeframe} bars {_iso(request.start) or 'first'} → "
-            f"{_iso(request.end) or 'last'} · {len(result.trades)} trades"
+            f"run {run.id} · {request.timeframe} bars {_bound_text(request.start, end=False) or 'first'} → "
+            f"{_bound_text(request.end, end=True) or 'last'} · {len(result.trades)} trades"
         ),
     )
     uris["job.log"] = store.uri(artifact_key(run.id, "job.log"))

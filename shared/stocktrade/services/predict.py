@@ -75,9 +75,12 @@ class PolicyPredictor:
         make_runtime: ``bytes -> PolicyRuntime`` (``OnnxPolicyRuntime``).
     """
 
-    def __init__(self, find: Callable[[str | None, str | None], PolicyModel],
-                 read: Callable[[str], bytes],
-                 make_runtime: Callable[[bytes], PolicyRuntime]) -> None:
+    def __init__(
+        self,
+        find: Callable[[str | None, str | None], PolicyModel],
+        read: Callable[[str], bytes],
+        make_runtime: Callable[[bytes], PolicyRuntime],
+    ) -> None:
         self._find = find
         self._read = read
         self._make_runtime = make_runtime
@@ -96,7 +99,8 @@ class PolicyPredictor:
                     if digest != model.sha256:
                         raise PermanentError(
                             f"model version {model.model_version_id} at {model.uri_onnx} has "
-                            f"sha256 {digest[:12]}..., expected {model.sha256[:12]}...")
+                            f"sha256 {digest[:12]}..., expected {model.sha256[:12]}..."
+                        )
                     runtime = self._make_runtime(data)
                     self._cache[model.model_version_id] = runtime
         return runtime
@@ -120,7 +124,8 @@ class PolicyPredictor:
         if obs.ndim != 2 or obs.shape[1] != runtime.obs_dim:
             raise ValidationError(
                 f"obs must have {runtime.obs_dim} values per observation, found shape "
-                f"{list(obs.shape[1:] if single else obs.shape)}")
+                f"{list(obs.shape[1:] if single else obs.shape)}"
+            )
         if not np.isfinite(obs).all():
             raise ValidationError("obs must be finite numbers")
         started = time.perf_counter()

@@ -114,7 +114,7 @@ class PubSubEventBus:
         if self._publisher is None:
             with self._lock:
                 if self._publisher is None:
-                    from google.cloud import pubsub_v1
+                    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
                     self._publisher = pubsub_v1.PublisherClient(
                         batch_settings=pubsub_v1.types.BatchSettings(max_latency=self.max_latency),
@@ -131,7 +131,7 @@ class PubSubEventBus:
         if self._subscriber is None:
             with self._lock:
                 if self._subscriber is None:
-                    from google.cloud import pubsub_v1
+                    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
                     self._subscriber = pubsub_v1.SubscriberClient(
                         **self._client_kwargs("subscriber")

@@ -22,10 +22,10 @@ __all__ = ["DEFAULT_JOBS", "DEFAULT_TIMEOUTS", "CloudRunJobLauncher"]
 
 log = get_logger(__name__)
 
-#: Job kind -> Cloud Run job name (Terraform: google_cloud_run_v2_job).
-DEFAULT_JOBS: dict[str, str] = {"backtest": "backtest", "train": "train"}
-#: Job kind -> task timeout in seconds.
-DEFAULT_TIMEOUTS: dict[str, int] = {"backtest": 3600, "train": 6 * 3600}
+#: Job kind -> Cloud Run job name (as infra/main.tf names the google_cloud_run_v2_job).
+DEFAULT_JOBS: dict[str, str] = {"backtest": "stocktrade-backtest", "train": "stocktrade-train"}
+#: Job kind -> task timeout in seconds (infra/main.tf's job timeouts).
+DEFAULT_TIMEOUTS: dict[str, int] = {"backtest": 1800, "train": 7200}
 
 
 class CloudRunJobLauncher:

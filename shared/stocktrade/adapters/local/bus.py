@@ -29,6 +29,7 @@ Not thread-safe by design (one bus per thread of execution, like a backtest).
 from __future__ import annotations
 
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -53,18 +54,19 @@ class SimulatedCrashError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """One accepted publication."""
+    """One accepted publication (``at``: ``time.perf_counter()`` when it was accepted)."""
 
     seq: int
     message_id: str
     topic: str
     event: Event
     ordering_key: str | None
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """One delivery attempt of one message to one subscription."""
+    """One delivery attempt of one message to one subscription (``at``: when it ended)."""
 
     seq: int
     message_id: str
@@ -74,6 +76,7 @@ class Delivered:
     ordering_key: str | None
     attempt: int
     ok: bool
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +201,9 @@ class InProcessEventBus:
         message_id = f"m{self._next_id}"
         if self.record:
             self._seq += 1
-            self.published.append(Published(self._seq, message_id, topic, event, key))
+            self.published.append(
+                Published(self._seq, message_id, topic, event, key, time.perf_counter())
+            )
         for sub in self._subscriptions.get(topic, []):
             self._queue.append(_Item(message_id, topic, event, key, sub))
         return message_id
@@ -273,6 +278,7 @@ class InProcessEventBus:
                         item.ordering_key,
                         item.attempt,
                         ok,
+                        time.perf_counter(),
                     )
                 )
         # The handler finished but the "process" dies before acknowledging: redelivered.

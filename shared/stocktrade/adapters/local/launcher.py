@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stocktrade.config import ENV_PREFIX, Settings
 from stocktrade.errors import ConfigError, NotFoundError, ValidationError
 from stocktrade.logging import get_logger
 
@@ -41,6 +42,11 @@ DEFAULT_MODULES: dict[str, str] = {"backtest": "jobs.backtest.main", "train": "j
 def job_log_key(run_id: str) -> str:
     """Object key of a run's job log."""
     return f"runs/{run_id}/job.log"
+
+
+def known_setting_variables() -> set[str]:
+    """``STOCKTRADE_*`` variables :class:`stocktrade.config.Settings` accepts."""
+    return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
 
 
 def project_root() -> Path | None:
@@ -101,6 +107,10 @@ class SubprocessJobLauncher:
     def environment(self, kind: str, run_id: str, execution: str) -> dict[str, str]:
         """The job's environment: inherited + ``env`` + the Cloud Run task variables."""
         base = dict(os.environ) if self.inherit_env else {"PATH": os.environ.get("PATH", "")}
+        # An inherited STOCKTRADE_* variable the job's settings do not know (a test harness's
+        # own, say) would make the job refuse to start; only known settings are passed on.
+        known = known_setting_variables()
+        base = {k: v for k, v in base.items() if not k.startswith(ENV_PREFIX) or k in known}
         base.update(self.env)
         paths = [str(self.root), str(self.root / "shared")]
         if base.get("PYTHONPATH"):

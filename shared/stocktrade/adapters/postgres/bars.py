@@ -304,14 +304,23 @@ class PostgresBarRepository:
             ).fetchone()
         return row is not None
 
-    def count(self, symbol: str | None = None, timeframe: str | None = None) -> int:
-        sql, params = "SELECT count(*) FROM bars WHERE true", []
+    def count(self, symbol: str | None = None, timeframe: str | None = None,
+              start: datetime | str | None = None, end: datetime | str | None = None) -> int:
+        """Stored bars, optionally of one symbol and timeframe and inside ``[start, end]``."""
+        sql = "SELECT count(*) FROM bars WHERE true"
+        params: list[object] = []
         if symbol is not None:
             sql += " AND symbol = %s"
             params.append(symbol)
         if timeframe is not None:
             sql += " AND timeframe = %s"
             params.append(timeframe)
+        if start is not None:
+            sql += " AND ts >= %s"
+            params.append(start)
+        if end is not None:
+            sql += " AND ts <= %s"
+            params.append(end)
         row = self.conn.execute(sql, params).fetchone()
         return int(row[0]) if row else 0
 

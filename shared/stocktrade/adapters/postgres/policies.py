@@ -33,8 +33,12 @@ class PostgresPolicySource:
         settings: for opening ``gs://`` buckets other than the store's.
     """
 
-    def __init__(self, connect: Callable[[], psycopg.Connection], store: Callable[[], ObjectStore],
-                 settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection],
+        store: Callable[[], ObjectStore],
+        settings: Settings | None = None,
+    ) -> None:
         self._connect = connect
         self._store = store
         self._settings = settings
@@ -51,13 +55,16 @@ class PostgresPolicySource:
         conn = self._connect()
         try:
             if model_version is not None:
-                row = conn.execute(f"SELECT {_COLUMNS} FROM model_versions WHERE id = %s::uuid",
-                                   (model_version,)).fetchone()
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM model_versions WHERE id = %s::uuid", (model_version,)
+                ).fetchone()
                 what = f"model version {model_version}"
             else:
                 row = conn.execute(
                     f"SELECT {_COLUMNS} FROM model_versions WHERE agent_name = %s "
-                    "AND status = 'promoted'", (agent,)).fetchone()
+                    "AND status = 'promoted'",
+                    (agent,),
+                ).fetchone()
                 what = f"a promoted model version for agent {agent!r}"
         except psycopg.errors.InvalidTextRepresentation as exc:
             raise ValidationError(f"model_version must be a UUID, found {model_version!r}") from exc
