@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import pytest
 
 from stocktrade.adapters.gcp.pubsub import PubSubEventBus
 from stocktrade.adapters.postgres.delivery import PostgresDeliveryStore
+from stocktrade.errors import TransientError
 from stocktrade.schemas.events import Bar, Signal, Topic, decode_pubsub_message
 from stocktrade.services.delivery import DeliveryService, HandlerContext
 from tests.emulators import REPO, FunctionServer, PubSubEmulator
@@ -141,7 +143,7 @@ def test_the_relay_publishes_outbox_events_to_pubsub_in_key_order(
     signals = [
         decode_pubsub_message(
             {
-                "data": __import__("base64").b64encode(m.data).decode(),
+                "data": base64.b64encode(m.data).decode(),
                 "attributes": dict(m.attributes),
                 "messageId": m.message_id,
             },
@@ -166,3 +168,18 @@ def test_a_streaming_pull_subscriber_gets_typed_events(
     bus.publish("market-bars", bar)
     wait_until(lambda: len(got) == 1, 15, "the pull subscriber")
     assert got == [bar]
+
+
+def test_a_failed_publish_is_transient_and_its_ordering_key_resumes(
+    pubsub_emulator: PubSubEmulator, bus_for: Callable[[str], PubSubEventBus]
+) -> None:
+    project = pubsub_emulator.new_project()
+    bus = bus_for(project)
+    first, second = a_bar("EMU5", 1), a_bar("EMU5", 2)
+    with pytest.raises(TransientError, match="EMU5"):
+        bus.publish("market-bars", first)  # the topic does not exist yet
+    subscription = pubsub_emulator.create_pull_subscription(project, "market-bars", "after")
+    bus.publish("market-bars", second)  # same ordering key: publishable again after resume
+    (message,) = pubsub_emulator.pull(subscription, want=1)
+    assert message.ordering_key == "EMU5"
+    assert Bar.model_validate_json(message.data) == second

@@ -114,9 +114,7 @@ class OrderRequest:
             )
 
     @classmethod
-    def from_order(
-        cls, order: Order, time_in_force: TimeInForce = TimeInForce.DAY
-    ) -> OrderRequest:
+    def from_order(cls, order: Order, time_in_force: TimeInForce = TimeInForce.DAY) -> OrderRequest:
         """The request for a sized domain order (``order.qty > 0``).
 
         Raises:

@@ -126,9 +126,7 @@ class AlpacaConfig(BaseModel):
             if values.get(key) is None
         ]
         if missing:
-            raise ConfigError(
-                f"the Alpaca broker needs {' and '.join(missing)}; found them unset"
-            )
+            raise ConfigError(f"the Alpaca broker needs {' and '.join(missing)}; found them unset")
         try:
             return cls(**values)
         except PydanticValidationError as exc:

@@ -124,8 +124,7 @@ def parse_timestamp(value: Any, *, name: str = "timestamp", what: str = "respons
         ts = None
     if ts is None or ts.tzinfo is None:
         raise AlpacaSchemaError(
-            f"Alpaca {what} field {name!r}: expected an RFC 3339 time with offset, "
-            f"found {value!r}"
+            f"Alpaca {what} field {name!r}: expected an RFC 3339 time with offset, found {value!r}"
         )
     return ts.astimezone(UTC)
 
@@ -181,11 +180,11 @@ def parse_order(data: Any) -> BrokerOrder:
             venue_status=venue_status,
             order_type=_enum(OrderType, obj, "type", what),
             time_in_force=_enum(TimeInForce, obj, "time_in_force", what),
-            created_at=parse_timestamp(_field(obj, "created_at", what), name="created_at",
-                                       what=what),
+            created_at=parse_timestamp(
+                _field(obj, "created_at", what), name="created_at", what=what
+            ),
             updated_at=parse_timestamp(obj.get("updated_at"), name="updated_at", what=what),
-            submitted_at=parse_timestamp(obj.get("submitted_at"), name="submitted_at",
-                                         what=what),
+            submitted_at=parse_timestamp(obj.get("submitted_at"), name="submitted_at", what=what),
             filled_at=parse_timestamp(obj.get("filled_at"), name="filled_at", what=what),
         )
     except ValidationError as exc:
@@ -260,9 +259,7 @@ def request_mismatches(request: OrderRequest, order: BrokerOrder) -> list[str]:
     """How an order found under ``request.client_order_id`` differs from ``request``."""
     problems = []
     if order.client_order_id != request.client_order_id:
-        problems.append(
-            f"client_order_id {order.client_order_id!r} != {request.client_order_id!r}"
-        )
+        problems.append(f"client_order_id {order.client_order_id!r} != {request.client_order_id!r}")
     if order.symbol != request.symbol:
         problems.append(f"symbol {order.symbol!r} != {request.symbol!r}")
     if order.side is not request.side:
