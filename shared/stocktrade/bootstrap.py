@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stocktrade.config import Settings, get_settings
-from stocktrade.errors import ConfigError
 
 if TYPE_CHECKING:
     import psycopg
@@ -21,6 +20,8 @@ if TYPE_CHECKING:
     from stocktrade.services.backtest_runs import BacktestEngine
     from stocktrade.services.delivery import DeliveryService
     from stocktrade.services.predict import PolicyPredictor
+    from stocktrade.services.promotion import ModelRegistry
+    from stocktrade.services.training import TrainingDeps
 
 
 @dataclass
@@ -115,7 +116,7 @@ class Container:
         return self._get("bus", make)  # type: ignore[no-any-return]
 
     def mirror(self) -> Mirror:
-        """The realtime mirror of ``settings.mirror`` (off, memory; Firestore not wired yet)."""
+        """The realtime mirror of ``settings.mirror``: off, in memory, or Firestore."""
 
         def make() -> Mirror:
             from stocktrade.adapters.local.mirror import InMemoryMirror, NullMirror
@@ -123,7 +124,9 @@ class Container:
             if self.settings.mirror == "memory":
                 return InMemoryMirror()
             if self.settings.mirror == "firestore":
-                raise ConfigError("mirror 'firestore' has no adapter yet; use 'off' or 'memory'")
+                from stocktrade.adapters.gcp.firestore_mirror import FirestoreMirror
+
+                return FirestoreMirror.from_settings(self.settings)
             return NullMirror()
 
         return self._get("mirror", make)  # type: ignore[no-any-return]
@@ -152,6 +155,43 @@ class Container:
             return PolicyPredictor(source.find, source.read, OnnxPolicyRuntime)
 
         return self._get("predictor", make)  # type: ignore[no-any-return]
+
+    def models(self) -> ModelRegistry:
+        """The model registry (Postgres ``model_versions``) on this process's connection."""
+        if "models" in self.overrides:
+            return self.overrides["models"]  # type: ignore[no-any-return]
+        from stocktrade.adapters.postgres.models import PostgresModelRegistry
+
+        return PostgresModelRegistry(self.db())
+
+    def training(self, *, relay: bool = True) -> TrainingDeps:
+        """What a training run needs: repositories, store, registry, the torch trainer and
+        policy strategy (:mod:`stocktrade.rl.pipeline`, imported when training starts), the
+        backtest engine, and the outbox relay that publishes ``ModelPromoted`` (``relay=False``
+        leaves it to the next relay pass)."""
+        from stocktrade.services.training import TrainingDeps
+
+        def trainer(*args: Any, **kwargs: Any) -> Any:
+            from stocktrade.rl.pipeline import train_policy
+
+            return train_policy(*args, **kwargs)
+
+        def policy_factory(onnx: bytes, manifest: Any) -> Any:
+            from stocktrade.rl.pipeline import policy_strategy
+
+            return policy_strategy(onnx, manifest)
+
+        return TrainingDeps(
+            runs=self.runs(),
+            bars=self.bars(),
+            store=self.store(),
+            models=self.models(),
+            trainer=self.overrides.get("trainer", trainer),
+            policy_factory=self.overrides.get("policy_factory", policy_factory),
+            engine=self.backtest_engine(),
+            relay=(lambda: self.delivery().relay_all()) if relay else None,
+            torch_threads=self.settings.torch_threads,
+        )
 
     def close(self) -> None:
         conn = self._cache.pop("db", None)

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=2, ge=1, le=64)
 
     # The GCS emulator (gcp-storage-emulator); like the other emulator hosts, refused in prod.
+    firestore_emulator_host: str | None = Field(
+        default=None, validation_alias=AliasChoices("FIRESTORE_EMULATOR_HOST")
+    )
     storage_emulator_host: str | None = Field(
         default=None, validation_alias=AliasChoices("STORAGE_EMULATOR_HOST")
     )
@@ -140,6 +143,8 @@ class Settings(BaseSettings):
             problems.append("FIREBASE_AUTH_EMULATOR_HOST is set (it disables token signature checks)")
         if self.pubsub_emulator_host:
             problems.append("PUBSUB_EMULATOR_HOST is set in production")
+        if self.firestore_emulator_host:
+            problems.append("FIRESTORE_EMULATOR_HOST is set in production")
         if self.storage_emulator_host:
             problems.append("STORAGE_EMULATOR_HOST is set in production")
         if problems:

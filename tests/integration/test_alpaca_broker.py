@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+from pydantic import SecretStr
 
 from stocktrade.adapters.brokers.alpaca import (
     PAPER_BASE_URL,
@@ -52,6 +53,7 @@ from stocktrade.errors import (
     ValidationError,
 )
 from stocktrade.logging import JsonFormatter
+from stocktrade.ports import LiveBroker
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alpaca"
 KEY_ID = "PKTESTKEYID0123456789"
@@ -99,7 +101,7 @@ class AlpacaPeer:
     def url(self) -> str:
         assert self.server is not None
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def fault(self, method: str, path: str, name: str, **kw: Any) -> None:
         self.faults.append(Fault(method, path, fixture(name), **kw))
@@ -119,8 +121,9 @@ class AlpacaPeer:
         return [(r.method, r.path) for r in self.requests]
 
     # -- request handling -----------------------------------------------------------------
-    def handle(self, method: str, raw_path: str, headers: dict[str, str], raw_body: bytes
-               ) -> tuple[int, dict[str, str], Any, float]:
+    def handle(
+        self, method: str, raw_path: str, headers: dict[str, str], raw_body: bytes
+    ) -> tuple[int, dict[str, str], Any, float]:
         parts = urlsplit(raw_path)
         path, query = parts.path, parse_qs(parts.query)
         try:
@@ -129,8 +132,10 @@ class AlpacaPeer:
             body = raw_body.decode(errors="replace")
         with self.lock:
             self.requests.append(Recorded(method, path, query, headers, body))
-            fault = next((f for f in self.faults if f.method == method and f.path == path
-                          and f.times > 0), None)
+            fault = next(
+                (f for f in self.faults if f.method == method and f.path == path and f.times > 0),
+                None,
+            )
             if fault is not None:
                 fault.times -= 1
         if headers.get("apca-api-key-id") != KEY_ID or headers.get("apca-api-secret-key") != SECRET:
@@ -145,12 +150,19 @@ class AlpacaPeer:
             return self._answer(fault.response, fault.delay)
         return result
 
-    def _answer(self, response: dict[str, Any], delay: float = 0.0
-                ) -> tuple[int, dict[str, str], Any, float]:
+    def _answer(
+        self, response: dict[str, Any], delay: float = 0.0
+    ) -> tuple[int, dict[str, str], Any, float]:
         return response["status"], response.get("headers", {}), response["body"], delay
 
-    def _route(self, method: str, path: str, query: dict[str, list[str]],
-               headers: dict[str, str], body: Any) -> tuple[int, dict[str, str], Any, float]:
+    def _route(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        body: Any,
+    ) -> tuple[int, dict[str, str], Any, float]:
         if method == "POST" and path == "/v2/orders":
             return self._create(headers, body)
         if method == "GET" and path == "/v2/orders:by_client_order_id":
@@ -171,8 +183,9 @@ class AlpacaPeer:
         self.violations.append(f"unexpected request {method} {path}")
         return 404, {}, {"code": 40410000, "message": "endpoint not found"}, 0.0
 
-    def _order_or_404(self, order: dict[str, Any] | None, key: str
-                      ) -> tuple[int, dict[str, str], Any, float]:
+    def _order_or_404(
+        self, order: dict[str, Any] | None, key: str
+    ) -> tuple[int, dict[str, str], Any, float]:
         if order is None:
             missing = fixture("error_order_not_found")
             missing["body"]["message"] = f"order not found for {key}"
@@ -190,10 +203,17 @@ class AlpacaPeer:
             order = copy.deepcopy(fixture("order_accepted")["body"])
             now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             order.update(
-                id=str(uuid.uuid4()), client_order_id=body["client_order_id"],
-                symbol=body["symbol"], side=body["side"], qty=body.get("qty"),
-                notional=body.get("notional"), created_at=now, updated_at=now, submitted_at=now,
-                position_intent=f"{body['side']}_to_open")
+                id=str(uuid.uuid4()),
+                client_order_id=body["client_order_id"],
+                symbol=body["symbol"],
+                side=body["side"],
+                qty=body.get("qty"),
+                notional=body.get("notional"),
+                created_at=now,
+                updated_at=now,
+                submitted_at=now,
+                position_intent=f"{body['side']}_to_open",
+            )
             self.orders[order["id"]] = order
             self.by_client[order["client_order_id"]] = order["id"]
         return 200, {}, copy.deepcopy(order), 0.0
@@ -208,8 +228,9 @@ class AlpacaPeer:
         required = {"symbol", "side", "type", "time_in_force", "client_order_id"}
         sizing = {"qty", "notional"} & set(body)
         if not required <= set(body) or len(sizing) != 1:
-            problems.append(f"body fields {sorted(body)}: need {sorted(required)} and one of "
-                            "qty/notional")
+            problems.append(
+                f"body fields {sorted(body)}: need {sorted(required)} and one of qty/notional"
+            )
         unknown = set(body) - required - {"qty", "notional"}
         if unknown:
             problems.append(f"unexpected body fields {sorted(unknown)}")
@@ -250,7 +271,7 @@ def _handler(peer: AlpacaPeer) -> type[BaseHTTPRequestHandler]:
         do_GET = _serve  # noqa: N815
         do_POST = _serve  # noqa: N815
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return None
 
     return Handler
@@ -262,8 +283,9 @@ def peer() -> Iterator[AlpacaPeer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(p))
     server.daemon_threads = True
     p.server = server
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield p
@@ -277,8 +299,12 @@ def peer() -> Iterator[AlpacaPeer]:
 @pytest.fixture(autouse=True)
 def no_alpaca_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keys come from the tests only, never from the machine's environment."""
-    for name in ("ALPACA_API_KEY_ID", "ALPACA_API_SECRET_KEY", "STOCKTRADE_ALPACA_API_KEY_ID",
-                 "STOCKTRADE_ALPACA_API_SECRET_KEY"):
+    for name in (
+        "ALPACA_API_KEY_ID",
+        "ALPACA_API_SECRET_KEY",
+        "STOCKTRADE_ALPACA_API_KEY_ID",
+        "STOCKTRADE_ALPACA_API_SECRET_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -319,11 +345,18 @@ class Harness:
 
 
 def make_broker(base_url: str, **overrides: Any) -> Harness:
-    config = AlpacaConfig(base_url=base_url, api_key_id=KEY_ID, api_secret_key=SECRET,
-                          **{"timeout_s": 2.0, "backoff_initial_s": 0.25, **overrides})
+    config = AlpacaConfig(
+        base_url=base_url,
+        api_key_id=SecretStr(KEY_ID),
+        api_secret_key=SecretStr(SECRET),
+        **{"timeout_s": 2.0, "backoff_initial_s": 0.25, **overrides},
+    )
     sleeps: list[float] = []
     client = AlpacaRestClient(config, sleep=sleeps.append, rand=lambda: 1.0)
-    return Harness(AlpacaBroker(config, client=client), sleeps)
+    broker = AlpacaBroker(config, client=client)
+    port: LiveBroker = broker  # mypy: the adapter fits the port
+    assert port is broker
+    return Harness(broker, sleeps)
 
 
 def buy(cid: str = CID, qty: str = "10", symbol: str = "AAPL") -> OrderRequest:
@@ -332,15 +365,22 @@ def buy(cid: str = CID, qty: str = "10", symbol: str = "AAPL") -> OrderRequest:
 
 # -- submit -----------------------------------------------------------------------------------
 def test_submit_posts_the_documented_body_with_keys_and_returns_the_accepted_order(
-        peer: AlpacaPeer) -> None:
+    peer: AlpacaPeer,
+) -> None:
     h = make_broker(peer.url)
 
     order = h.broker.submit(buy())
 
     (sent,) = peer.requests
     assert (sent.method, sent.path) == ("POST", "/v2/orders")
-    assert sent.body == {"symbol": "AAPL", "side": "buy", "type": "market",
-                         "time_in_force": "day", "client_order_id": CID, "qty": "10"}
+    assert sent.body == {
+        "symbol": "AAPL",
+        "side": "buy",
+        "type": "market",
+        "time_in_force": "day",
+        "client_order_id": CID,
+        "qty": "10",
+    }
     assert sent.headers["apca-api-key-id"] == KEY_ID
     assert sent.headers["apca-api-secret-key"] == SECRET
     assert order.client_order_id == CID and order.broker_order_id in peer.orders
@@ -353,8 +393,9 @@ def test_submit_posts_the_documented_body_with_keys_and_returns_the_accepted_ord
 def test_a_notional_order_sends_notional_and_no_qty(peer: AlpacaPeer) -> None:
     h = make_broker(peer.url)
 
-    order = h.broker.submit(OrderRequest("cid-notional", "MSFT", Side.BUY,
-                                         notional=Decimal("500.00")))
+    order = h.broker.submit(
+        OrderRequest("cid-notional", "MSFT", Side.BUY, notional=Decimal("500.00"))
+    )
 
     assert peer.requests[0].body["notional"] == "500.00"
     assert "qty" not in peer.requests[0].body
@@ -372,7 +413,8 @@ def test_a_sized_domain_order_becomes_a_request_but_an_unsized_one_is_refused() 
 
 
 def test_resubmitting_a_client_order_id_returns_the_existing_order_and_opens_no_second(
-        peer: AlpacaPeer) -> None:
+    peer: AlpacaPeer,
+) -> None:
     h = make_broker(peer.url)
     first = h.broker.submit(buy())
 
@@ -380,13 +422,17 @@ def test_resubmitting_a_client_order_id_returns_the_existing_order_and_opens_no_
 
     assert again.broker_order_id == first.broker_order_id
     assert len(peer.orders) == 1
-    assert peer.calls() == [("POST", "/v2/orders"), ("POST", "/v2/orders"),
-                            ("GET", "/v2/orders:by_client_order_id")]
+    assert peer.calls() == [
+        ("POST", "/v2/orders"),
+        ("POST", "/v2/orders"),
+        ("GET", "/v2/orders:by_client_order_id"),
+    ]
     assert peer.requests[-1].query == {"client_order_id": [CID]}
 
 
 def test_a_lost_answer_to_submit_is_retried_and_recovered_through_the_client_order_id(
-        peer: AlpacaPeer) -> None:
+    peer: AlpacaPeer,
+) -> None:
     # Alpaca accepted the order but the answer never arrived (a 504 from the edge).
     peer.fault_raw("POST", "/v2/orders", 504, {"message": "gateway timeout"}, apply=True)
     h = make_broker(peer.url)
@@ -394,8 +440,11 @@ def test_a_lost_answer_to_submit_is_retried_and_recovered_through_the_client_ord
     order = h.broker.submit(buy())
 
     assert len(peer.orders) == 1 and order.broker_order_id in peer.orders
-    assert peer.calls() == [("POST", "/v2/orders"), ("POST", "/v2/orders"),
-                            ("GET", "/v2/orders:by_client_order_id")]
+    assert peer.calls() == [
+        ("POST", "/v2/orders"),
+        ("POST", "/v2/orders"),
+        ("GET", "/v2/orders:by_client_order_id"),
+    ]
     assert h.sleeps == [0.25]
 
 
@@ -403,8 +452,9 @@ def test_a_client_order_id_taken_by_a_different_order_is_a_conflict(peer: Alpaca
     h = make_broker(peer.url)
     h.broker.submit(buy(qty="10"))
 
-    with pytest.raises(ConflictError, match=r"qty 10 != 7"):
+    with pytest.raises(ConflictError, match=r"qty 10 != 7") as info:
         h.broker.submit(buy(qty="7"))
+    assert isinstance(info.value, PermanentError)  # redelivery cannot fix it: dead letter
     assert len(peer.orders) == 1
 
 
@@ -436,7 +486,8 @@ def test_partial_then_full_fills_map_to_two_domain_fills_that_add_up(peer: Alpac
 
 
 def test_polling_the_same_state_again_yields_no_new_fill_and_a_stable_fill_id(
-        peer: AlpacaPeer) -> None:
+    peer: AlpacaPeer,
+) -> None:
     h = make_broker(peer.url)
     h.broker.submit(buy())
     peer.advance(CID, "order_filled")
@@ -450,7 +501,8 @@ def test_polling_the_same_state_again_yields_no_new_fill_and_a_stable_fill_id(
     assert twice.fill_since(once.filled_qty, once.filled_avg_price) is None
     with pytest.raises(ValidationError, match="went back"):
         parse_order(fixture("order_partially_filled")["body"]).fill_since(
-            Decimal(10), Decimal("187.43"))
+            Decimal(10), Decimal("187.43")
+        )
 
 
 def test_a_recorded_fractional_notional_fill_keeps_every_digit() -> None:
@@ -471,7 +523,8 @@ def test_nanosecond_timestamps_are_read_to_the_microsecond() -> None:
 
 # -- account and positions -------------------------------------------------------------------
 def test_account_and_positions_are_read_as_decimals_with_short_positions_negative(
-        peer: AlpacaPeer) -> None:
+    peer: AlpacaPeer,
+) -> None:
     h = make_broker(peer.url)
 
     account = h.broker.account()
@@ -487,8 +540,7 @@ def test_account_and_positions_are_read_as_decimals_with_short_positions_negativ
 
 
 # -- errors ---------------------------------------------------------------------------------
-def test_a_4xx_is_permanent_carries_alpacas_message_and_is_not_retried(
-        peer: AlpacaPeer) -> None:
+def test_a_4xx_is_permanent_carries_alpacas_message_and_is_not_retried(peer: AlpacaPeer) -> None:
     peer.fault("POST", "/v2/orders", "error_insufficient_buying_power")
     h = make_broker(peer.url)
 
@@ -525,8 +577,7 @@ def test_a_5xx_is_retried_with_growing_backoff_and_then_succeeds(peer: AlpacaPee
     assert h.sleeps == [0.25, 0.5]  # doubling (jitter pinned to its top)
 
 
-def test_a_persistent_5xx_ends_in_a_transient_error_after_bounded_retries(
-        peer: AlpacaPeer) -> None:
+def test_a_persistent_5xx_ends_in_a_transient_error_after_bounded_retries(peer: AlpacaPeer) -> None:
     peer.fault("POST", "/v2/orders", "error_service_unavailable", times=100)
     h = make_broker(peer.url, max_retries=3, backoff_max_s=0.6)
 
@@ -565,10 +616,13 @@ def test_a_slow_answer_times_out_and_is_retried(peer: AlpacaPeer) -> None:
     assert time.monotonic() - started < 1.0  # it did not wait for the slow answer
 
 
-def test_a_response_that_breaks_the_schema_is_a_permanent_schema_error(
-        peer: AlpacaPeer) -> None:
-    peer.fault_raw("GET", "/v2/account", 200, {"id": "x", "status": "ACTIVE", "cash": "abc",
-                                                "equity": "1", "buying_power": "1"})
+def test_a_response_that_breaks_the_schema_is_a_permanent_schema_error(peer: AlpacaPeer) -> None:
+    peer.fault_raw(
+        "GET",
+        "/v2/account",
+        200,
+        {"id": "x", "status": "ACTIVE", "cash": "abc", "equity": "1", "buying_power": "1"},
+    )
     h = make_broker(peer.url)
 
     with pytest.raises(AlpacaSchemaError, match=r"'cash': expected a decimal number, found 'abc'"):
@@ -576,7 +630,9 @@ def test_a_response_that_breaks_the_schema_is_a_permanent_schema_error(
 
 
 def test_wrong_keys_are_refused_permanently(peer: AlpacaPeer) -> None:
-    config = AlpacaConfig(base_url=peer.url, api_key_id=KEY_ID, api_secret_key="wrong")
+    config = AlpacaConfig(
+        base_url=peer.url, api_key_id=SecretStr(KEY_ID), api_secret_key=SecretStr("wrong")
+    )
     broker = AlpacaBroker(config)
 
     with pytest.raises(AlpacaApiError) as info:
@@ -587,8 +643,9 @@ def test_wrong_keys_are_refused_permanently(peer: AlpacaPeer) -> None:
 
 
 # -- secrets, configuration and the network guard --------------------------------------------
-def test_keys_never_reach_logs_errors_or_reprs(peer: AlpacaPeer,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_keys_never_reach_logs_errors_or_reprs(
+    peer: AlpacaPeer, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     peer.fault("GET", "/v2/account", "error_service_unavailable", times=1)
     peer.fault("POST", "/v2/orders", "error_insufficient_buying_power")
@@ -600,8 +657,14 @@ def test_keys_never_reach_logs_errors_or_reprs(peer: AlpacaPeer,
     formatter = JsonFormatter()
     text = "\n".join(formatter.format(r) for r in caplog.records)
     assert "alpaca request failed; retrying" in text  # something was logged
-    texts = [text, str(info.value), repr(h.broker), repr(h.broker.client),
-             repr(h.broker.config), str(h.broker.config.model_dump())]
+    texts = [
+        text,
+        str(info.value),
+        repr(h.broker),
+        repr(h.broker.client),
+        repr(h.broker.config),
+        str(h.broker.config.model_dump()),
+    ]
     assert not [t for t in texts if SECRET in t or KEY_ID in t]
     with pytest.raises(ConfigError) as bad:
         AlpacaConfig.from_settings(_settings(), base_url="http://example.com")
@@ -609,8 +672,8 @@ def test_keys_never_reach_logs_errors_or_reprs(peer: AlpacaPeer,
 
 
 def _settings(**kw: Any) -> Settings:
-    return Settings(_env_file=None, alpaca_api_key_id=KEY_ID,  # type: ignore[call-arg]
-                    alpaca_api_secret_key=SECRET, **kw)
+    keys = {"alpaca_api_key_id": SecretStr(KEY_ID), "alpaca_api_secret_key": SecretStr(SECRET)}
+    return Settings(_env_file=None, **{**keys, **kw})  # type: ignore[call-arg]
 
 
 def test_config_defaults_to_paper_trading_and_refuses_live_or_plain_http_by_default() -> None:
@@ -619,20 +682,21 @@ def test_config_defaults_to_paper_trading_and_refuses_live_or_plain_http_by_defa
     assert config.api_key_id.get_secret_value() == KEY_ID
     with pytest.raises(ConfigError, match="trades real money"):
         AlpacaConfig.from_settings(_settings(), base_url="https://api.alpaca.markets")
-    live = AlpacaConfig.from_settings(_settings(), base_url="https://api.alpaca.markets",
-                                      allow_live=True)
+    live = AlpacaConfig.from_settings(
+        _settings(), base_url="https://api.alpaca.markets", allow_live=True
+    )
     assert live.base_url == "https://api.alpaca.markets"
     with pytest.raises(ConfigError, match="ALPACA_API_SECRET_KEY"):
-        AlpacaConfig.from_settings(Settings(_env_file=None,  # type: ignore[call-arg]
-                                            alpaca_api_key_id=KEY_ID))
+        AlpacaConfig.from_settings(_settings(alpaca_api_secret_key=None))
     with pytest.raises(ConfigError, match="timeout_s"):
         AlpacaConfig.from_settings(_settings(), timeout_s=0)
-    with pytest.raises(ConfigError, match="unknown_field|Extra inputs"):
+    with pytest.raises(ConfigError, match=r"unknown_field|Extra inputs"):
         AlpacaConfig.from_settings(_settings(), unknown_field=1)
 
 
 def test_the_network_guard_stops_the_default_endpoint_before_any_packet_leaves(
-        no_external_network: NetworkGuard) -> None:
+    no_external_network: NetworkGuard,
+) -> None:
     broker = AlpacaBroker(AlpacaConfig.from_settings(_settings(), max_retries=0))
 
     with pytest.raises(AlpacaUnavailableError, match="network error"):

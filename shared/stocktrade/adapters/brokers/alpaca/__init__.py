@@ -18,6 +18,7 @@ from stocktrade.adapters.brokers.alpaca.client import (
     AlpacaNotFoundError,
     AlpacaRestClient,
     AlpacaUnavailableError,
+    ClientOrderIdConflictError,
 )
 from stocktrade.adapters.brokers.alpaca.config import LIVE_BASE_URL, PAPER_BASE_URL, AlpacaConfig
 from stocktrade.adapters.brokers.alpaca.parsing import AlpacaSchemaError
@@ -32,4 +33,5 @@ __all__ = [
     "AlpacaRestClient",
     "AlpacaSchemaError",
     "AlpacaUnavailableError",
+    "ClientOrderIdConflictError",
 ]

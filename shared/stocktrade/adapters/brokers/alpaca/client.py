@@ -56,6 +56,7 @@ __all__ = [
     "AlpacaNotFoundError",
     "AlpacaRestClient",
     "AlpacaUnavailableError",
+    "ClientOrderIdConflictError",
 ]
 
 log = get_logger(__name__)
@@ -95,6 +96,13 @@ class AlpacaApiError(PermanentError):
 
 class AlpacaNotFoundError(AlpacaApiError, NotFoundError):
     """Alpaca has no such order (404)."""
+
+
+class ClientOrderIdConflictError(ConflictError, PermanentError):
+    """The ``client_order_id`` already names a different order at Alpaca.
+
+    Permanent: resubmitting the same request can never succeed (the chain dead-letters it).
+    """
 
 
 class AlpacaUnavailableError(TransientError):
@@ -258,7 +266,7 @@ class AlpacaRestClient:
         reason: Any,
     ) -> NoReturn:
         error = parse_error_body(payload, str(reason or ""))
-        if status == 429 or status >= 500 or status in (408,):
+        if status in (408, 429) or status >= 500:  # 408: the request timed out
             hint = _retry_after(headers)
             raise _RetryableError(f"HTTP {status}: {error.message}", status, hint)
         cls = AlpacaNotFoundError if status == 404 else AlpacaApiError
@@ -306,7 +314,9 @@ class AlpacaBroker:
             The order as Alpaca accepted it (usually ``OPEN``; fills arrive later).
 
         Raises:
-            ConflictError: the ``client_order_id`` is taken by a different order.
+            ClientOrderIdConflictError: the ``client_order_id`` names a different order (a
+                :class:`~stocktrade.errors.ConflictError` and a
+                :class:`~stocktrade.errors.PermanentError`).
             AlpacaApiError: Alpaca refused the order (e.g. 403 insufficient buying power).
             AlpacaUnavailableError: Alpaca could not be reached after the retries.
         """
@@ -318,7 +328,7 @@ class AlpacaBroker:
             existing = self.get_order_by_client_id(request.client_order_id)
             problems = request_mismatches(request, existing)
             if problems:
-                raise ConflictError(
+                raise ClientOrderIdConflictError(
                     f"client_order_id {request.client_order_id!r} already names a different "
                     f"Alpaca order {existing.broker_order_id}: " + "; ".join(problems)
                 ) from exc
