@@ -1,7 +1,8 @@
 """Cloud Functions (gen2) entry points, served by functions-framework.
 
 Thin on purpose: each target turns its request or CloudEvent into a call of one service and
-answers. Nothing is created at import time (this module imports only functions-framework);
+answers. Nothing is created at import time (this module imports only functions-framework and the
+tiny stocktrade.jit switch);
 the container (settings, database connection, bus, caches) is built on the first call and
 kept for the life of the instance.
 
@@ -24,6 +25,12 @@ import threading
 from typing import Any
 
 import functions_framework
+
+# Kernels run as plain Python in a function instance: no numba import, no JIT compile on a
+# cold start (see stocktrade.jit). Must happen before any kernel module is imported.
+from stocktrade.jit import prefer_pure_python
+
+prefer_pure_python()
 
 __all__ = [
     "api",

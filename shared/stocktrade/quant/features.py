@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, SupportsFloat
 
 import numpy as np
-from numba import njit
+from stocktrade.jit import njit
 
 from stocktrade.errors import ValidationError
 

@@ -53,7 +53,7 @@ import math
 from typing import Any
 
 import numpy as np
-from numba import njit
+from stocktrade.jit import njit
 
 from stocktrade.errors import ValidationError
 

@@ -58,6 +58,8 @@ __all__ = [
     "client_order_id",
     "decide",
     "ledger_of",
+    "lots_of",
+    "restore_ledger",
     "step_bar",
 ]
 
@@ -228,20 +230,27 @@ def bar_from_dict(data: dict[str, str]) -> Bar:
     )
 
 
-def ledger_of(book: BookState) -> Ledger:
-    """The book's Decimal ledger, rebuilt from the stored cash and lots.
+def restore_ledger(
+    symbol: str,
+    initial_cash: Decimal,
+    cash: Decimal,
+    lots: list[dict[str, str]],
+    realised_pnl: Decimal,
+    fees_paid: Decimal,
+) -> Ledger:
+    """A Decimal ledger holding ``lots`` (as :func:`lots_of` wrote them) and these totals.
 
     Each open lot is re-opened by a fill of its own quantity, price, fee and time (the
     ledger's public way to hold a lot); cash, realised P&L and fees are then set to the
     stored values, so the ledger is the one the previous handler left.
     """
-    ledger = Ledger(book.initial_cash)
-    for i, lot in enumerate(book.lots):
+    ledger = Ledger(initial_cash)
+    for i, lot in enumerate(lots):
         ledger.apply(
             Fill(
                 fill_id=f"lot-{i}",
                 order_id=lot.get("order_id", ""),
-                symbol=book.symbol,
+                symbol=symbol,
                 side=Side(lot["side"]),
                 qty=Decimal(lot["qty"]),
                 price=Decimal(lot["price"]),
@@ -249,19 +258,17 @@ def ledger_of(book: BookState) -> Ledger:
                 ts=datetime.fromisoformat(lot["ts"]),
             )
         )
-    ledger.cash = book.cash
-    ledger.realised_pnl = book.realised_pnl
-    ledger.fees_paid = book.fees_paid
+    ledger.cash = cash
+    ledger.realised_pnl = realised_pnl
+    ledger.fees_paid = fees_paid
     ledger.fills = []
     ledger.trades = []
     return ledger
 
 
-def _store_ledger(book: BookState, ledger: Ledger) -> None:
-    book.cash = ledger.cash
-    book.realised_pnl = ledger.realised_pnl
-    book.fees_paid = ledger.fees_paid
-    book.lots = [
+def lots_of(ledger: Ledger, symbol: str) -> list[dict[str, str]]:
+    """The open FIFO lots of ``symbol`` as JSON-safe dicts (decimal strings)."""
+    return [
         {
             "side": lot.side.value,
             "qty": str(lot.qty),
@@ -270,8 +277,22 @@ def _store_ledger(book: BookState, ledger: Ledger) -> None:
             "ts": lot.ts.isoformat(),
             "order_id": lot.order_id,
         }
-        for lot in ledger.open_lots(book.symbol)
+        for lot in ledger.open_lots(symbol)
     ]
+
+
+def ledger_of(book: BookState) -> Ledger:
+    """The book's Decimal ledger, rebuilt from its stored cash and lots."""
+    return restore_ledger(
+        book.symbol, book.initial_cash, book.cash, book.lots, book.realised_pnl, book.fees_paid
+    )
+
+
+def _store_ledger(book: BookState, ledger: Ledger) -> None:
+    book.cash = ledger.cash
+    book.realised_pnl = ledger.realised_pnl
+    book.fees_paid = ledger.fees_paid
+    book.lots = lots_of(ledger, book.symbol)
 
 
 def _sizing_cash(state: RiskState, ledger: Ledger) -> float:

@@ -144,7 +144,7 @@ class GateDecision:
         best_baseline: name of the best baseline (None when no baseline is defined).
         best_baseline_value: its value.
         difference: ``policy_value - best_baseline_value`` (None when either is undefined).
-        reason: one human-readable line.
+        reason: one human-readable line (why, without the verdict).
     """
 
     passed: bool
@@ -223,8 +223,7 @@ def decide(
             best_name,
             best,
             None,
-            f"rejected: the policy's {metric} is undefined on the validation window "
-            "(e.g. it never traded)",
+            f"the policy's {metric} is undefined on the validation window (e.g. it never traded)",
         )
     if best_name is None or best is None:
         return GateDecision(
@@ -235,15 +234,14 @@ def decide(
             None,
             None,
             None,
-            f"rejected: no baseline has a defined {metric} to compare with",
+            f"no baseline has a defined {metric} to compare with",
         )
     difference = mine - best
     # inf - inf is NaN: equal infinities do not beat each other.
     passed = bool(not math.isnan(difference) and difference > margin)
-    verdict = "passed" if passed else "rejected"
     relation = ">" if passed else "<="
     reason = (
-        f"{verdict}: policy {metric} {mine:.4g} - best baseline {best_name} {best:.4g} = "
+        f"policy {metric} {mine:.4g} - best baseline {best_name} {best:.4g} = "
         f"{difference:+.4g} {relation} margin {margin:g}"
     )
     return GateDecision(passed, metric, margin, mine, best_name, best, difference, reason)

@@ -981,7 +981,7 @@ def _execute(
     )
     if reporter.job_log is not None:
         uris[JOB_LOG_NAME] = store.uri(f"{prefix}/{JOB_LOG_NAME}")
-        reporter.job_log.line(f"gate: {decision.reason}")
+        reporter.job_log.line(f"gate {version.gate['decision']}: {decision.reason}")
     metrics = _run_metrics(outcome, version, decision, policy_metrics, fold_seconds, started)
     summary = f"trained {version.label}; gate {version.gate['decision']}: {decision.reason}"
     done = runs.succeed(run.id, metrics=metrics, artifacts=uris, message=summary[:500])

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from stocktrade.jit import njit
 
 __all__ = [
     "FLAG_HALTED",

@@ -15,7 +15,7 @@ import math
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from numba import njit
+from stocktrade.jit import njit
 from numpy.typing import NDArray
 
 from stocktrade.errors import ValidationError

@@ -366,11 +366,19 @@ class PostgresModelRegistry:
                         "UPDATE agents SET model_version_id = %s WHERE id = %s", (vid, agent_id)
                     )
                 for item in outbox:
-                    self.conn.execute(
+                    stored = self.conn.execute(
                         "INSERT INTO outbox (event_id, topic, ordering_key, payload, attributes) "
-                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING "
+                        "RETURNING id",
                         (item.event_id, item.topic, item.ordering_key, Jsonb(item.payload),
                          Jsonb(item.attributes)),
-                    )  # fmt: skip
+                    ).fetchone()  # fmt: skip
+                    if stored is None:
+                        # ModelPromoted's id is derived from the version id alone, so promoting
+                        # a version a second time (a rollback) cannot publish a new event.
+                        log.warning(
+                            "event already in the outbox; this re-promotion is not published",
+                            extra={"event_id": item.event_id, "model_version_id": vid},
+                        )
         retired = [self.get(r) for r in retired_ids]
         return self.get(vid), retired
