@@ -164,12 +164,22 @@ class Container:
 
         return PostgresModelRegistry(self.db())
 
-    def training(self, *, relay: bool = True) -> TrainingDeps:
+    def training(self, *, relay: bool | None = None) -> TrainingDeps:
         """What a training run needs: repositories, store, registry, the torch trainer and
         policy strategy (:mod:`stocktrade.rl.pipeline`, imported when training starts), the
-        backtest engine, and the outbox relay that publishes ``ModelPromoted`` (``relay=False``
-        leaves it to the next relay pass)."""
+        backtest engine, and the outbox relay that publishes ``ModelPromoted``.
+
+        ``relay=None`` relays when a bus is wired: Pub/Sub, or an in-process bus this process
+        already created or was given (it has subscribers). Otherwise the event stays in the
+        outbox for whichever process consumes it (the local chain worker, ``cron_relay``):
+        relaying into an in-process bus nobody listens to would mark it published and lose it.
+        """
         from stocktrade.services.training import TrainingDeps
+
+        if relay is None:
+            relay = (
+                self.settings.bus == "pubsub" or "bus" in self.overrides or "bus" in self._cache
+            )
 
         def trainer(*args: Any, **kwargs: Any) -> Any:
             from stocktrade.rl.pipeline import train_policy

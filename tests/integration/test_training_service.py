@@ -116,7 +116,9 @@ def test_tiny_run_stores_verified_artifacts_registers_a_version_and_stores_the_g
     version = result.model_version
     assert version is not None and version.version == 1 and version.agent_name == "tiny"
     assert version.sha256 == manifest["files"]["policy.onnx"]["sha256"]
-    assert version.uri_onnx == store.uri(f"runs/{run.id}/policy.onnx") == run.artifacts["policy.onnx"]
+    assert (
+        version.uri_onnx == store.uri(f"runs/{run.id}/policy.onnx") == run.artifacts["policy.onnx"]
+    )
     assert version.run_id == run.id and version.owner == "local"
     stored = c.models().get(version.id)
     gate = stored.gate
@@ -231,3 +233,41 @@ def test_a_stored_bad_request_fails_its_run_before_training(
     assert failed.status is RunStatus.FAILED and message in (failed.error or "")
     assert failed.started_at is None  # rejected before it ever ran
     assert count(world["conn"], "model_versions") == 0
+
+
+def test_walk_forward_folds_train_on_expanding_windows_and_gate_on_their_mean(
+    world: dict[str, Any],
+) -> None:
+    c: Container = world["c"]
+    store: LocalObjectStore = world["store"]
+    rows: list[Any] = []
+    run_ids: list[str] = []
+
+    def snapshot_row(p: TrainingProgress) -> None:
+        if p.stage == "training" and p.total_timesteps and run_ids:
+            rows.append(c.runs().get(run_ids[0]))
+
+    request = {**REQUEST, "walk_forward_folds": 2}
+    run = submit_training(request, runs=c.runs(), bars=c.bars(), store=store, models=c.models())
+    run_ids.append(run.id)
+    result = execute_training_run(
+        run.id, deps=c.training(), on_progress=snapshot_row, progress_interval_s=0.0
+    )
+    assert result.run.status is RunStatus.SUCCEEDED and len(result.windows) == 2
+    first, second = result.windows
+    assert first.start == "2015-01-02T00:00:00Z" and second.end == "2015-12-31T00:00:00Z"
+    assert first.end < second.start and first.bars + second.bars == 252
+    # The registered (last fold's) policy trained up to the end of fold 1, not beyond.
+    manifest = json.loads(store.get_bytes(f"runs/{run.id}/manifest.json"))
+    assert manifest["extra"]["fold"] == 1 and manifest["data"]["end"] == first.end
+    assert manifest["extra"]["validation"] == {"start": second.start, "end": second.end}
+    tb = store.list(f"runs/{run.id}/tensorboard/")
+    assert any("/fold1_1/" in k for k in tb) and any("/fold2_1/" in k for k in tb)
+    gate = c.models().get(result.model_version.id).gate  # type: ignore[union-attr]
+    assert gate is not None and len(gate["windows"]) == 2
+    mean = (first.policy["total_return"] + second.policy["total_return"]) / 2
+    assert gate["policy"]["total_return"] == pytest.approx(mean, rel=1e-12)
+    # While training, the run row carried progress, an ETA and the latest reward.
+    assert rows and all(r.status is RunStatus.RUNNING for r in rows)
+    assert rows[-1].progress > rows[0].progress >= 0.03 and rows[0].eta_seconds is not None
+    assert any("reward" in (r.message or "") and "fold 2/2" in (r.message or "") for r in rows)

@@ -20,6 +20,7 @@ DEMO_FILES = ("daily_us_stocks_stocknet.csv", "daily_indices_arch.csv")
 # Later stages of the main job, in order: each module has run(console).
 _STEPS = (
     ("2. backtest the baselines", "stocktrade.cli.demo_backtest"),
+    ("3. train a PPO agent, export it, gate it", "stocktrade.cli.demo_train"),
 )
 
 

@@ -341,14 +341,15 @@ def list_models(
     for v in versions:
         gate = v.gate or {}
         metric = gate.get("metric", "")
+        kind = "pct" if metric in ("total_return", "cagr", "max_drawdown") else "ratio"
         table.add_row(
             v.agent_name,
             str(v.version),
             v.status.value,
             f"{v.created_at:%Y-%m-%d %H:%M}" if v.created_at else "",
             f"{gate.get('decision', '-')} ({metric})" if gate else "-",
-            _fmt(gate.get("policy_value"), "ratio") if gate else "",
-            f"{gate.get('best_baseline') or '-'} {_fmt(gate.get('best_baseline_value'), 'ratio')}"
+            _fmt(gate.get("policy_value"), kind) if gate else "",
+            f"{gate.get('best_baseline') or '-'} {_fmt(gate.get('best_baseline_value'), kind)}"
             if gate
             else "",
             v.id[:8],
@@ -418,8 +419,9 @@ def promote_model(
         "by": OWNER,
         "from": v.status.value,
     }
+    # Publishes now only where a bus is wired (Pub/Sub); else the outbox keeps the event.
     promoted, retired = promote_version(
-        v.id, models=models, gate=gate, relay=lambda: c.delivery().relay_all(), now=now
+        v.id, models=models, gate=gate, relay=c.training().relay, now=now
     )
     console.print(f"[green]{promoted.label} promoted[/green] (was {v.status.value})")
     for r in retired:

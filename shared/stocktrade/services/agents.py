@@ -225,9 +225,13 @@ def create_agent(store: AgentStore, spec: AgentSpec) -> AgentConfig:
     agent = store.insert(spec, strategy, split_cash(Decimal(str(spec.initial_cash)), spec.symbols))
     log.info(
         "agent created",
-        extra={"agent_id": str(agent.id), "agent": agent.name, "strategy": agent.strategy,
-               "symbols": list(agent.symbols)},
-    )  # fmt: skip
+        extra={
+            "agent_id": str(agent.id),
+            "agent": agent.name,
+            "strategy": agent.strategy,
+            "symbols": list(agent.symbols),
+        },
+    )
     return agent
 
 

@@ -1,102 +1,163 @@
-"""The live decision chain's handlers: bar → signal → order → fill.
+"""The live decision chain's handlers: bar → signal → order → fill (and model promotions).
 
 Each handler is an *effect* run by :meth:`stocktrade.services.delivery.DeliveryService.handle`
 inside one database transaction, exactly once per event: it writes rows through ``ctx.conn``
 and adds the events it causes with ``ctx.outbox.add(topic, event)``; it never publishes
 directly. The delivery service records the event id, commits, relays the outbox and turns
-permanent errors into dead letters, so a handler only says what the event *means*.
+permanent errors (unknown agent or symbol, an order no decision placed, ...) into dead
+letters, so a handler only says what the event *means*.
+
+The meaning lives in :class:`stocktrade.services.chain_engine.ChainEngine` (see its module
+docs for how a bar flows and where state lives); the handlers here hand it one event, the
+transaction's connection (as a ``PostgresChainStore``) and a sink that writes the outbox and
+the realtime mirror. The engine (strategy instances, ONNX runtimes) is built once per
+process and cached: :func:`engine_for`.
 
 :data:`HANDLERS` names every handler with its topic and event model; the functions
 (``functions/main.py``) and :func:`subscribe` (the in-process bus) both dispatch through it.
-
-Current scope: :func:`handle_bar` stores the bar; :func:`handle_signal`,
-:func:`handle_order` and :func:`handle_fill` only record that their event was delivered
-(the delivery service's ``processed_events`` row). Signals, risk and sizing, the paper
-broker, and the ledger replace these bodies without touching the plumbing.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stocktrade.logging import get_logger
-from stocktrade.schemas.events import Bar, Event, Fill, Order, Signal, Topic
+from stocktrade.schemas.events import Bar, Event, Fill, ModelPromoted, Order, Signal, Topic
 
 if TYPE_CHECKING:
     from stocktrade.ports import EventBus
+    from stocktrade.services.chain_engine import ChainEngine, ChainStore
     from stocktrade.services.delivery import DeliveryService, Effect, HandlerContext
 
 __all__ = [
     "HANDLERS",
     "Handler",
+    "engine_for",
     "handle_bar",
     "handle_fill",
+    "handle_model_promoted",
     "handle_order",
     "handle_signal",
+    "model_reader",
+    "set_engine",
     "subscribe",
 ]
 
 log = get_logger(__name__)
 
+_lock = threading.Lock()
+_engine: ChainEngine | None = None
+
+
+def model_reader(deps: Any = None) -> Any:
+    """``uri -> bytes`` for ONNX files: ``file://`` paths, ``gs://`` objects, or keys of the
+    object store of ``deps`` (a :class:`~stocktrade.bootstrap.Container`)."""
+    from pathlib import Path
+    from urllib.parse import unquote, urlsplit
+
+    from stocktrade.errors import NotFoundError, ValidationError
+
+    def read(uri: str) -> bytes:
+        parts = urlsplit(uri)
+        if parts.scheme == "file":
+            path = Path(unquote(parts.path))
+            if not path.is_file():
+                raise NotFoundError(f"ONNX file not found: {uri}")
+            return path.read_bytes()
+        if parts.scheme == "gs":
+            from stocktrade.adapters.object_store import open_object_store
+
+            settings = getattr(deps, "settings", None)
+            bucket = open_object_store(f"gs://{parts.netloc}", settings=settings)
+            return bucket.get_bytes(parts.path.lstrip("/"))
+        if parts.scheme:
+            raise ValidationError(f"model URI must be file://, gs:// or a store key, found {uri!r}")
+        store = getattr(deps, "store", None)
+        if store is None:
+            raise ValidationError(f"model URI {uri!r} is a store key but no object store is wired")
+        return store().get_bytes(uri)  # type: ignore[no-any-return]
+
+    return read
+
+
+def engine_for(deps: Any = None) -> ChainEngine:
+    """This process's chain engine.
+
+    ``deps`` may carry its own (an attribute ``chain_engine``: tests, the bulk worker);
+    otherwise one engine per process is built on first use, reading ONNX files through the
+    object store of ``deps`` when it has one.
+    """
+    own = getattr(deps, "chain_engine", None)
+    if own is not None:
+        return own() if callable(own) else own  # type: ignore[no-any-return]
+    global _engine
+    if _engine is None:
+        with _lock:
+            if _engine is None:
+                from stocktrade.services.agents import PolicyRuntimes
+                from stocktrade.services.chain_engine import ChainEngine
+
+                _engine = ChainEngine(PolicyRuntimes(model_reader(deps)))
+    return _engine
+
+
+def set_engine(engine: ChainEngine | None) -> None:
+    """Use ``engine`` as this process's default (``None``: build a fresh one on next use)."""
+    global _engine
+    _engine = engine
+
+
+def _store(ctx: HandlerContext[Any]) -> ChainStore:
+    from stocktrade.adapters.postgres.chain import PostgresChainStore
+
+    return PostgresChainStore(ctx.conn)
+
+
+class _Sink:
+    """Events go to the transaction's outbox; mirror writes wait for the commit."""
+
+    def __init__(self, ctx: HandlerContext[Any]) -> None:
+        self._ctx = ctx
+
+    def emit(self, event: Event) -> None:
+        self._ctx.outbox.add(event.TOPIC.value, event)
+
+    def mirror(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
+        self._ctx.mirror.write(collection, doc_id, _mirror_safe(data))
+
+
+def _mirror_safe(data: Mapping[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(dict(data), default=str))  # type: ignore[no-any-return]
+
 
 def handle_bar(ctx: HandlerContext[Bar]) -> None:
-    """Store the bar (idempotent upsert keyed on symbol, timeframe, ts); publishes nothing.
-
-    The same bar published again is the same event (its id is source, symbol, timeframe
-    and ts), so the delivery service drops it before this runs. A bar from another source
-    for a stored key replaces the stored values when they differ; equal values leave the
-    row untouched.
-    """
-    bar = ctx.event
-    ctx.conn.execute(
-        """
-        INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume, source)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (symbol, timeframe, ts) DO UPDATE
-        SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
-            close = EXCLUDED.close, volume = EXCLUDED.volume, source = EXCLUDED.source,
-            ingested_at = now()
-        WHERE (bars.open, bars.high, bars.low, bars.close, bars.volume, bars.source)
-              IS DISTINCT FROM
-              (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume,
-               EXCLUDED.source)
-        """,
-        (
-            bar.symbol,
-            bar.timeframe.value,
-            bar.ts,
-            bar.open,
-            bar.high,
-            bar.low,
-            bar.close,
-            bar.volume,
-            bar.source,
-        ),
-    )
+    """Store the bar; step every active agent's book on it (open fill, strategy, signal)."""
+    engine_for(ctx.deps).on_bars(_store(ctx), [ctx.event], _Sink(ctx))
 
 
 def handle_signal(ctx: HandlerContext[Signal]) -> None:
-    """Record the signal's delivery (the processed-event row); risk and sizing come here."""
-    log.debug(
-        "signal received",
-        extra={"event_id": ctx.event.event_id, "agent_id": str(ctx.event.agent_id)},
-    )
+    """Risk checks and sizing by the trading core; the decision record and the order."""
+    engine_for(ctx.deps).on_signals(_store(ctx), [ctx.event], _Sink(ctx))
 
 
 def handle_order(ctx: HandlerContext[Order]) -> None:
-    """Record the order's delivery (the processed-event row); the paper broker comes here."""
-    log.debug(
-        "order received",
-        extra={"event_id": ctx.event.event_id, "agent_id": str(ctx.event.agent_id)},
-    )
+    """The paper broker accepts the order; it fills at the next bar's open (``on_bar``)."""
+    engine_for(ctx.deps).on_orders(_store(ctx), [ctx.event], _Sink(ctx))
 
 
 def handle_fill(ctx: HandlerContext[Fill]) -> None:
-    """Record the fill's delivery (the processed-event row); the ledger comes here."""
-    log.debug(
-        "fill received", extra={"event_id": ctx.event.event_id, "agent_id": str(ctx.event.agent_id)}
-    )
+    """Positions (FIFO lots), cash ledger, realised P&L, trades, leaderboard."""
+    engine_for(ctx.deps).on_fills(_store(ctx), [ctx.event], _Sink(ctx))
+
+
+def handle_model_promoted(ctx: HandlerContext[ModelPromoted]) -> None:
+    """Agents following the policy switch to the new version; cached runtimes are dropped."""
+    engine_for(ctx.deps).on_model_promoted(_store(ctx), [ctx.event], _Sink(ctx))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +177,7 @@ HANDLERS: dict[str, Handler] = {
         Handler("on_signal", Topic.SIGNALS, Signal, handle_signal),
         Handler("on_order", Topic.ORDERS, Order, handle_order),
         Handler("on_fill", Topic.FILLS, Fill, handle_fill),
+        Handler("on_model_promoted", Topic.MODEL_PROMOTED, ModelPromoted, handle_model_promoted),
     )
 }
 

@@ -125,6 +125,7 @@ class ChainWrites:
     """Rows one effect writes, flushed in bulk by :meth:`ChainStore.flush`."""
 
     books: dict[tuple[UUID, str], BookState] = field(default_factory=dict)
+    stepped: set[tuple[UUID, str]] = field(default_factory=set)
     signals: list[dict[str, Any]] = field(default_factory=list)
     fills: list[dict[str, Any]] = field(default_factory=list)
     filled_orders: list[dict[str, Any]] = field(default_factory=list)
@@ -153,7 +154,14 @@ class ChainStore(Protocol):
         ...
 
     def lock_books(self, keys: Iterable[tuple[UUID, str]]) -> dict[tuple[UUID, str], BookRow]:
-        """The books with these keys (any agent status), locked."""
+        """The books with these keys (any agent status), locked.
+
+        Both lock methods may leave ``strategy_state`` and ``feature_state`` unread
+        (``BookState.states_loaded`` false); :meth:`load_states` reads them."""
+        ...
+
+    def load_states(self, books: Sequence[BookState]) -> None:
+        """Read the strategy and feature states of ``books`` (in place)."""
         ...
 
     def agents(self, ids: Iterable[UUID]) -> dict[UUID, AgentConfig]: ...
@@ -206,6 +214,30 @@ class _Cached:
     agent_key: tuple[Any, ...]
 
 
+def _passed(code: RiskCode, agent: AgentConfig, d: Decided) -> str:
+    """Why a decision-time check let the decision through (the log's positive reasons)."""
+    limits = agent.risk
+    if code is RiskCode.WARMUP:
+        return f"bar {d.bar_index} is past the {limits.warmup_bars}-bar warm-up"
+    if code is RiskCode.HALTED:
+        return "the book is not halted"
+    if code is RiskCode.KILL_SWITCH:
+        if limits.max_daily_loss is None and limits.max_daily_loss_pct is None:
+            return "no daily loss limit set"
+        return (
+            f"the day's loss is within the limit ({limits.max_daily_loss} cash / "
+            f"{limits.max_daily_loss_pct} of the day's opening equity)"
+        )
+    if code is RiskCode.SHORT_NOT_ALLOWED:
+        return "shorting allowed" if limits.allow_short else "the target is not short"
+    if code is RiskCode.THROTTLE_MIN_BARS:
+        return f"at least {limits.min_bars_between_orders} bar(s) since the last order"
+    if code is RiskCode.THROTTLE_MAX_PER_DAY:
+        cap = limits.max_orders_per_day
+        return "no daily order cap" if cap is None else f"fewer than {cap} orders today"
+    return describe(code, limits)
+
+
 def _action_name(signal_record: Mapping[str, Any]) -> str:
     action = int(signal_record["action"])
     if action >= 0:
@@ -249,13 +281,27 @@ class ChainEngine:
             self.fault(point)
 
     # -- strategy instances ---------------------------------------------------------------
+    def _cached(self, row: BookRow) -> _Cached | None:
+        """The cached instruments of a book if they are in the state its row holds."""
+        book = row.book
+        cached = self._cache.get(book.key)
+        if (
+            cached is not None
+            and cached.version == (book.bars_seen, book.last_bar_ts)
+            and cached.agent_key == row.agent.cache_key
+        ):
+            return cached
+        return None
+
     def _instruments(self, row: BookRow) -> _Cached:
         """The book's strategy and decision features, in the state the book row holds."""
         book, agent = row.book, row.agent
         version = (book.bars_seen, book.last_bar_ts)
-        cached = self._cache.get(book.key)
-        if cached is not None and cached.version == version and cached.agent_key == agent.cache_key:
+        cached = self._cached(row)
+        if cached is not None:
             return cached
+        if not book.states_loaded:
+            raise ValidationError(f"book {book.agent_id}/{book.symbol}: states not loaded")
         strategy = build_agent_strategy(agent, self.runtimes)
         try:
             strategy_state.restore(strategy, book.strategy_state)
@@ -265,9 +311,12 @@ class ChainEngine:
             # A newly promoted policy whose state does not fit the old one: warm up afresh.
             log.warning(
                 "strategy state does not fit the new model version; starting it afresh",
-                extra={"agent_id": str(agent.id), "symbol": book.symbol,
-                       "model_version_id": str(agent.model_version_id)},
-            )  # fmt: skip
+                extra={
+                    "agent_id": str(agent.id),
+                    "symbol": book.symbol,
+                    "model_version_id": str(agent.model_version_id),
+                },
+            )
             strategy.reset()
         features = (
             IncrementalFeatures.from_state(book.feature_state)
@@ -301,6 +350,9 @@ class ChainEngine:
         store.upsert_bars(domain)
         self._fault("bars_stored")
         rows = store.lock_books_for_symbols({(b.symbol, b.timeframe.value) for b in domain})
+        misses = [r.book for r in rows if not r.book.states_loaded and self._cached(r) is None]
+        if misses:
+            store.load_states(misses)
         by_symbol: dict[tuple[str, str], list[BookRow]] = defaultdict(list)
         for row in rows:
             by_symbol[(row.book.symbol, row.book.timeframe)].append(row)
@@ -312,10 +364,13 @@ class ChainEngine:
                 if book.last_bar_ts is not None and bar.ts <= book.last_bar_ts:
                     log.info(
                         "bar not newer than the book's last bar; skipped",
-                        extra={"agent_id": str(book.agent_id), "symbol": bar.symbol,
-                               "bar_ts": bar.ts.isoformat(),
-                               "last_bar_ts": book.last_bar_ts.isoformat()},
-                    )  # fmt: skip
+                        extra={
+                            "agent_id": str(book.agent_id),
+                            "symbol": bar.symbol,
+                            "bar_ts": bar.ts.isoformat(),
+                            "last_bar_ts": book.last_bar_ts.isoformat(),
+                        },
+                    )
                     continue
                 if book.signal is not None:
                     self._decide(row, writes, sink)  # the previous bar's signal is late
@@ -324,7 +379,9 @@ class ChainEngine:
         self._fault("before_flush")
         store.flush(writes)
 
-    def _step(self, row: BookRow, event: Bar, bar: DomainBar, writes: ChainWrites, sink: Sink) -> None:
+    def _step(
+        self, row: BookRow, event: Bar, bar: DomainBar, writes: ChainWrites, sink: Sink
+    ) -> None:
         agent, book = row.agent, row.book
         inst = self._instruments(row)
         backend = BACKEND_ONNX if agent.kind == "policy" else BACKEND_RULES
@@ -341,7 +398,9 @@ class ChainEngine:
         book.feature_state = inst.features.to_state()
         book.model_version_id = agent.model_version_id
         inst.version = (book.bars_seen, book.last_bar_ts)
+        book.states_loaded = True
         writes.books[book.key] = book
+        writes.stepped.add(book.key)
         for bf in step.fills:
             self._record_fill(agent, book, bf, writes, sink)
         self._record_signal(agent, book, event, step, writes, sink)
@@ -383,7 +442,14 @@ class ChainEngine:
             {
                 "client_order_id": order_id,
                 "status": _STATUS[bf.status.value],
-                "side": None if fill is None else fill.side.value,
+                # A rejected order goes the target's way (as the backtest reports it).
+                "side": (
+                    fill.side
+                    if fill is not None
+                    else Side.BUY
+                    if bf.order.target > 0
+                    else Side.SELL
+                ).value,
                 "qty": None if fill is None else fill.qty,
                 "fill_ts": bf.bar_ts,
                 "risk_codes": bf.risk_codes,
@@ -467,9 +533,12 @@ class ChainEngine:
             else:
                 log.debug(
                     "signal already decided",
-                    extra={"agent_id": str(s.agent_id), "symbol": s.symbol,
-                           "bar_ts": s.bar_ts.isoformat()},
-                )  # fmt: skip
+                    extra={
+                        "agent_id": str(s.agent_id),
+                        "symbol": s.symbol,
+                        "bar_ts": s.bar_ts.isoformat(),
+                    },
+                )
         self._fault("before_flush")
         store.flush(writes)
 
@@ -487,9 +556,11 @@ class ChainEngine:
             if decided.estimated_qty != 0:
                 side = Side.BUY if decided.estimated_qty > 0 else Side.SELL
             else:
-                side = Side.BUY if order.target * float(decided.equity) > float(
-                    decided.position_value
-                ) else Side.SELL
+                side = (
+                    Side.BUY
+                    if order.target * float(decided.equity) > float(decided.position_value)
+                    else Side.SELL
+                )
             reason = order.reason or "strategy target"
             writes.orders.append(
                 {
@@ -556,7 +627,7 @@ class ChainEngine:
                     "check": code.name.lower(),
                     "passed": event is None,
                     "code": code.name,
-                    "reason": event.reason if event is not None else describe(code, agent.risk),
+                    "reason": event.reason if event is not None else _passed(code, agent, d),
                 }
             )
         state = d.state
@@ -718,15 +789,27 @@ class ChainEngine:
                 amount = -fill.signed_qty * fill.price
                 balance += amount
                 cash_rows.append(
-                    {"agent_id": proj.agent_id, "ts": fill.ts, "amount": amount,
-                     "balance": balance, "kind": fill.side.value, "ref": fill.fill_id}
-                )  # fmt: skip
+                    {
+                        "agent_id": proj.agent_id,
+                        "ts": fill.ts,
+                        "amount": amount,
+                        "balance": balance,
+                        "kind": fill.side.value,
+                        "ref": fill.fill_id,
+                    }
+                )
                 if fill.fee:
                     balance -= fill.fee
                     cash_rows.append(
-                        {"agent_id": proj.agent_id, "ts": fill.ts, "amount": -fill.fee,
-                         "balance": balance, "kind": "fee", "ref": fill.fill_id}
-                    )  # fmt: skip
+                        {
+                            "agent_id": proj.agent_id,
+                            "ts": fill.ts,
+                            "amount": -fill.fee,
+                            "balance": balance,
+                            "kind": "fee",
+                            "ref": fill.fill_id,
+                        }
+                    )
             for i, t in enumerate(closed):
                 trades.append(
                     {
@@ -779,10 +862,13 @@ class ChainEngine:
             moved = store.follow_promotion(event)
             log.info(
                 "model promoted",
-                extra={"agent_name": event.agent_name, "version": event.version,
-                       "model_version_id": str(event.model_version_id),
-                       "agents": [str(a) for a in moved]},
-            )  # fmt: skip
+                extra={
+                    "agent_name": event.agent_name,
+                    "version": event.version,
+                    "model_version_id": str(event.model_version_id),
+                    "agents": [str(a) for a in moved],
+                },
+            )
         if self.runtimes is not None:
             self.runtimes.evict()
         self.forget()

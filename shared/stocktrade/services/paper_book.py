@@ -159,6 +159,8 @@ class BookState:
         pending_order: the order awaiting its fill bar.
         fill_seq: fills executed so far.
         model_version_id: the policy version ``strategy_state`` belongs to.
+        states_loaded: whether ``strategy_state`` and ``feature_state`` were read (a store
+            skips them when the process holds the strategy in that very state already).
     """
 
     agent_id: UUID
@@ -180,6 +182,7 @@ class BookState:
     pending_order: dict[str, Any] | None = None
     fill_seq: int = 0
     model_version_id: UUID | None = None
+    states_loaded: bool = True
 
     @property
     def key(self) -> tuple[UUID, str]:
@@ -467,8 +470,13 @@ def step_bar(
     ledger = ledger_of(book)
     fills = _fill_pending(book, bar, state, ledger, config)
     qty = ledger.position(book.symbol)
-    o, h, lo, c, v = (float(bar.open), float(bar.high), float(bar.low), float(bar.close),
-                      float(bar.volume))  # fmt: skip
+    o, h, lo, c, v = (
+        float(bar.open),
+        float(bar.high),
+        float(bar.low),
+        float(bar.close),
+        float(bar.volume),
+    )
     started = time.perf_counter()
     signal = strategy.on_bar(
         BarInput(state.bar_index, bar.ts, o, h, lo, c, v), PositionView(float(qty), state.target)
@@ -476,7 +484,9 @@ def step_bar(
     latency_us = (time.perf_counter() - started) * 1e6
     row = features.update(o, h, lo, c, v)
     names = features.spec.names()
-    feats = {n: (None if math.isnan(x) else float(x)) for n, x in zip(names, row.tolist(), strict=True)}
+    feats = {
+        n: (None if math.isnan(x) else float(x)) for n, x in zip(names, row.tolist(), strict=True)
+    }
     _store_ledger(book, ledger)
     if book.first_bar_ts is None:
         book.first_bar_ts = bar.ts

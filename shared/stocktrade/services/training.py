@@ -124,6 +124,7 @@ _MAX_SYMBOLS = 20
 _P_LOADED = 0.03
 _P_TRAINED = 0.88
 _P_STORED = 0.92
+_CANCEL_CHECK_S = 0.2
 
 
 # -- the request -------------------------------------------------------------------------------
@@ -492,7 +493,7 @@ class TrainingProgress:
     Attributes:
         fraction: 0..1 of the whole run.
         message: a human-readable status line.
-        stage: ``loading``, ``training``, ``storing``, ``gating`` or ``done``.
+        stage: ``loading``, ``training``, ``validating``, ``storing`` or ``done``.
         fold: the walk-forward fold being trained (0-based) and ``folds`` their number.
         timesteps, total_timesteps: env steps of the current fold.
         eta_seconds: estimated seconds left (None when unknown).
@@ -645,14 +646,11 @@ class _Reporter:
         self.observer = observer
         self.job_log = job_log
         self.cancelled = False
+        self._last_check = -math.inf
 
     def report(self, progress: TrainingProgress, *, check: bool = True) -> None:
-        """Record ``progress``; raise CancelledError if the owner asked to cancel (``check``)."""
-        if self.observer is not None:
-            try:
-                self.observer(progress)
-            except Exception:  # a broken progress bar must not fail the run
-                log.exception("progress observer failed")
+        """Record ``progress`` (row first, then the observer); raise CancelledError if the
+        owner asked to cancel (``check``)."""
         if self.job_log is not None and progress.stage != "training":
             self.job_log.line(f"[{progress.fraction:5.1%}] {progress.message}")
         try:
@@ -662,19 +660,29 @@ class _Reporter:
                 eta_seconds=progress.eta_seconds,
                 message=progress.message,
             )
+            self.cancelled = self.cancelled or cancel
         except ConflictError:
             raise
         except Exception as exc:  # a missed progress write is not worth failing the run for
             log.warning("progress write failed", extra={"run_id": self.run_id, "error": str(exc)})
-            return
-        self.cancelled = self.cancelled or cancel
+        if self.observer is not None:
+            try:
+                self.observer(progress)
+            except Exception:  # a broken progress bar must not fail the run
+                log.exception("progress observer failed")
         if check and self.cancelled:
             raise CancelledError(f"run {self.run_id} was cancelled by its owner")
 
     def should_cancel(self) -> bool:
-        """Heartbeat; True once cancellation was requested (checked at every rollout end)."""
+        """Heartbeat; True once cancellation was requested. Called at every rollout end; the
+        database is asked at most every ``_CANCEL_CHECK_S`` (tiny rollouts end hundreds of
+        times a second)."""
+        now = time.monotonic()
+        if self.cancelled or now - self._last_check < _CANCEL_CHECK_S:
+            return self.cancelled
+        self._last_check = now
         try:
-            self.cancelled = self.cancelled or self.runs.heartbeat(self.run_id)
+            self.cancelled = self.runs.heartbeat(self.run_id)
         except Exception as exc:
             log.warning("heartbeat failed", extra={"run_id": self.run_id, "error": str(exc)})
         return self.cancelled
@@ -914,9 +922,10 @@ def _execute(
         reporter.report(
             TrainingProgress(
                 base + span,
-                f"fold {i + 1}/{folds} trained ({outcome.timesteps:,} steps) and backtested "
-                f"on {_iso64(lo)[:10]} .. {_iso64(hi)[:10]}",
-                "training",
+                f"fold {i + 1}/{folds} trained ({outcome.timesteps:,} steps, "
+                f"{outcome.fps:,.0f} steps/s) and backtested on {_iso64(lo)[:10]} .. "
+                f"{_iso64(hi)[:10]}",
+                "validating",
                 fold=i,
                 folds=folds,
             )

@@ -58,7 +58,8 @@ def agent_from_row(row: Sequence[Any]) -> AgentConfig:
     Raises:
         ValidationError: the stored costs or limits are invalid.
     """
-    key = repr(tuple(row))
+    # The manifest is immutable per model version id (row[12]): leave it out of the key.
+    key = repr((*row[:17], row[18]))
     cached = _parsed.get(key)
     if cached is not None:
         return cached

@@ -45,6 +45,8 @@ _BOOK_COLUMNS = (
     "b.fees_paid, b.bars_seen, b.first_bar_ts, b.last_bar_ts, b.decided_ts, b.risk_state, "
     "b.strategy_state, b.feature_state, b.signal, b.pending_order, b.fill_seq, b.model_version_id"
 )
+# The same 19 columns without the two large state documents (read on demand: load_states).
+_BOOK_COLUMNS_LEAN = _BOOK_COLUMNS.replace("b.strategy_state, b.feature_state", "NULL, NULL")
 _BOOK_FROM = (
     "chain_books b JOIN agents a ON a.id = b.agent_id "
     "LEFT JOIN model_versions m ON m.id = a.model_version_id"
@@ -55,7 +57,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
 
-def _book(row: Sequence[Any]) -> BookState:
+def _book(row: Sequence[Any], *, states_loaded: bool = True) -> BookState:
     return BookState(
         agent_id=row[0],
         symbol=row[1],
@@ -76,6 +78,7 @@ def _book(row: Sequence[Any]) -> BookState:
         pending_order=row[16],
         fill_seq=int(row[17]),
         model_version_id=row[18],
+        states_loaded=states_loaded,
     )
 
 
@@ -106,7 +109,7 @@ class PostgresChainStore:
         rows = self.conn.execute(
             "SELECT s FROM unnest(%s::text[]) AS u(s) "
             "WHERE NOT EXISTS (SELECT 1 FROM bars WHERE bars.symbol = u.s) "
-            "AND NOT EXISTS (SELECT 1 FROM agents WHERE u.s = ANY(agents.symbols))",
+            "AND NOT EXISTS (SELECT 1 FROM agents WHERE agents.symbols @> ARRAY[u.s])",
             (wanted,),
         ).fetchall()
         return {r[0] for r in rows}
@@ -127,25 +130,48 @@ class PostgresChainStore:
                   (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume)
             """,
             [
-                (b.symbol, b.timeframe.value, b.ts, b.open, b.high, b.low, b.close, b.volume,
-                 b.source)
+                (
+                    b.symbol,
+                    b.timeframe.value,
+                    b.ts,
+                    b.open,
+                    b.high,
+                    b.low,
+                    b.close,
+                    b.volume,
+                    b.source,
+                )
                 for b in bars
-            ],  # fmt: skip
+            ],
         )
 
     # -- books ----------------------------------------------------------------------------
     def _rows(self, sql: str, params: Sequence[Any]) -> list[BookRow]:
         out = []
         for r in self.conn.execute(sql, params).fetchall():
-            out.append(BookRow(agent_from_row(r[19 : 19 + N_AGENT_COLUMNS]), _book(r[:19])))
+            agent = agent_from_row(r[19 : 19 + N_AGENT_COLUMNS])
+            out.append(BookRow(agent, _book(r[:19], states_loaded=False)))
         return out
+
+    def load_states(self, books: Sequence[BookState]) -> None:
+        if not books:
+            return
+        rows = self.conn.execute(
+            "SELECT agent_id, symbol, strategy_state, feature_state FROM chain_books "
+            "WHERE (agent_id, symbol) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))",
+            ([b.agent_id for b in books], [b.symbol for b in books]),
+        ).fetchall()
+        found = {(r[0], r[1]): (r[2], r[3]) for r in rows}
+        for b in books:
+            b.strategy_state, b.feature_state = found[b.key]
+            b.states_loaded = True
 
     def lock_books_for_symbols(self, keys: Iterable[tuple[str, str]]) -> list[BookRow]:
         keys = sorted(set(keys))
         if not keys:
             return []
         return self._rows(
-            f"SELECT {_BOOK_COLUMNS}, {AGENT_COLUMNS} FROM {_BOOK_FROM} "
+            f"SELECT {_BOOK_COLUMNS_LEAN}, {AGENT_COLUMNS} FROM {_BOOK_FROM} "
             "WHERE (b.symbol, b.timeframe) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
             "AND a.status = 'active' ORDER BY b.agent_id, b.symbol FOR UPDATE OF b",
             ([k[0] for k in keys], [k[1] for k in keys]),
@@ -156,7 +182,7 @@ class PostgresChainStore:
         if not keys:
             return {}
         rows = self._rows(
-            f"SELECT {_BOOK_COLUMNS}, {AGENT_COLUMNS} FROM {_BOOK_FROM} "
+            f"SELECT {_BOOK_COLUMNS_LEAN}, {AGENT_COLUMNS} FROM {_BOOK_FROM} "
             "WHERE (b.agent_id, b.symbol) IN (SELECT * FROM unnest(%s::uuid[], %s::text[])) "
             "ORDER BY b.agent_id, b.symbol FOR UPDATE OF b",
             ([k[0] for k in keys], [k[1] for k in keys]),
@@ -182,6 +208,8 @@ class PostgresChainStore:
 
     # -- writes of on_bar / on_signal -----------------------------------------------------
     def flush(self, writes: ChainWrites) -> None:
+        stepped = [b for k, b in writes.books.items() if k in writes.stepped]
+        decided = [b for k, b in writes.books.items() if k not in writes.stepped]
         self._many(
             "UPDATE chain_books SET cash = %s, lots = %s, realised_pnl = %s, fees_paid = %s, "
             "bars_seen = %s, first_bar_ts = %s, last_bar_ts = %s, decided_ts = %s, "
@@ -189,23 +217,68 @@ class PostgresChainStore:
             "pending_order = %s, fill_seq = %s, model_version_id = %s, updated_at = now() "
             "WHERE agent_id = %s AND symbol = %s",
             [
-                (b.cash, Jsonb(b.lots), b.realised_pnl, b.fees_paid, b.bars_seen, b.first_bar_ts,
-                 b.last_bar_ts, b.decided_ts, _json(b.risk_state), _json(b.strategy_state),
-                 _json(b.feature_state), _json(b.signal), _json(b.pending_order), b.fill_seq,
-                 b.model_version_id, b.agent_id, b.symbol)
-                for b in writes.books.values()
-            ],  # fmt: skip
+                (
+                    b.cash,
+                    Jsonb(b.lots),
+                    b.realised_pnl,
+                    b.fees_paid,
+                    b.bars_seen,
+                    b.first_bar_ts,
+                    b.last_bar_ts,
+                    b.decided_ts,
+                    _json(b.risk_state),
+                    _json(b.strategy_state),
+                    _json(b.feature_state),
+                    _json(b.signal),
+                    _json(b.pending_order),
+                    b.fill_seq,
+                    b.model_version_id,
+                    b.agent_id,
+                    b.symbol,
+                )
+                for b in stepped
+            ],
+        )
+        # A decision changes neither the strategy nor the features: leave them unwritten.
+        self._many(
+            "UPDATE chain_books SET cash = %s, lots = %s, realised_pnl = %s, fees_paid = %s, "
+            "decided_ts = %s, risk_state = %s, signal = %s, pending_order = %s, "
+            "updated_at = now() WHERE agent_id = %s AND symbol = %s",
+            [
+                (
+                    b.cash,
+                    Jsonb(b.lots),
+                    b.realised_pnl,
+                    b.fees_paid,
+                    b.decided_ts,
+                    _json(b.risk_state),
+                    _json(b.signal),
+                    _json(b.pending_order),
+                    b.agent_id,
+                    b.symbol,
+                )
+                for b in decided
+            ],
         )
         self._many(
             "INSERT INTO signals (id, agent_id, symbol, bar_ts, action, confidence, probabilities, "
             "model_version_id, inference_backend, inference_latency_us) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             [
-                (s["id"], s["agent_id"], s["symbol"], s["bar_ts"], s["action"], s["confidence"],
-                 _json(s["probabilities"]), s["model_version_id"], s["inference_backend"],
-                 s["inference_latency_us"])
+                (
+                    s["id"],
+                    s["agent_id"],
+                    s["symbol"],
+                    s["bar_ts"],
+                    s["action"],
+                    s["confidence"],
+                    _json(s["probabilities"]),
+                    s["model_version_id"],
+                    s["inference_backend"],
+                    s["inference_latency_us"],
+                )
                 for s in writes.signals
-            ],  # fmt: skip
+            ],
         )
         self._many(
             "INSERT INTO decisions (id, agent_id, symbol, bar_ts, bar_number, signal_id, "
@@ -213,51 +286,95 @@ class PostgresChainStore:
             "order_id, latencies) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT DO NOTHING",
             [
-                (d["id"], d["agent_id"], d["symbol"], d["bar_ts"], d["bar_number"],
-                 d["signal_id"], Jsonb(d["market_state"]), Jsonb(d["strategy_state"]),
-                 Jsonb(d["policy_output"]), d["model_version_id"], Jsonb(d["risk_checks"]),
-                 Jsonb(d["sizing"]), d["order_id"], Jsonb(d["latencies"]))
+                (
+                    d["id"],
+                    d["agent_id"],
+                    d["symbol"],
+                    d["bar_ts"],
+                    d["bar_number"],
+                    d["signal_id"],
+                    Jsonb(d["market_state"]),
+                    Jsonb(d["strategy_state"]),
+                    Jsonb(d["policy_output"]),
+                    d["model_version_id"],
+                    Jsonb(d["risk_checks"]),
+                    Jsonb(d["sizing"]),
+                    d["order_id"],
+                    Jsonb(d["latencies"]),
+                )
                 for d in writes.decisions
-            ],  # fmt: skip
+            ],
         )
         self._many(
             "INSERT INTO orders (client_order_id, agent_id, symbol, side, target_fraction, "
             "decision_id, bar_ts, broker, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, 'paper', %s) "
             "ON CONFLICT DO NOTHING",
             [
-                (o["client_order_id"], o["agent_id"], o["symbol"], o["side"],
-                 o["target_fraction"], o["decision_id"], o["bar_ts"], o["reason"])
+                (
+                    o["client_order_id"],
+                    o["agent_id"],
+                    o["symbol"],
+                    o["side"],
+                    o["target_fraction"],
+                    o["decision_id"],
+                    o["bar_ts"],
+                    o["reason"],
+                )
                 for o in writes.orders
-            ],  # fmt: skip
+            ],
         )
         self._many(
             "INSERT INTO fills (id, client_order_id, agent_id, symbol, side, qty, price, fee, ts, "
             "seq) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             [
-                (f["id"], f["client_order_id"], f["agent_id"], f["symbol"], f["side"], f["qty"],
-                 f["price"], f["fee"], f["ts"], f["seq"])
+                (
+                    f["id"],
+                    f["client_order_id"],
+                    f["agent_id"],
+                    f["symbol"],
+                    f["side"],
+                    f["qty"],
+                    f["price"],
+                    f["fee"],
+                    f["ts"],
+                    f["seq"],
+                )
                 for f in writes.fills
-            ],  # fmt: skip
+            ],
         )
         self._many(
             "UPDATE orders SET status = %s, side = coalesce(%s, side), qty = %s, fill_ts = %s, "
             "risk_codes = %s, broker_order_id = coalesce(broker_order_id, 'paper-' || "
             "client_order_id), updated_at = now() WHERE client_order_id = %s",
             [
-                (o["status"], o["side"], o["qty"], o["fill_ts"], o["risk_codes"],
-                 o["client_order_id"])
+                (
+                    o["status"],
+                    o["side"],
+                    o["qty"],
+                    o["fill_ts"],
+                    o["risk_codes"],
+                    o["client_order_id"],
+                )
                 for o in writes.filled_orders
-            ],  # fmt: skip
+            ],
         )
         self._many(
             "INSERT INTO chain_book_equity (agent_id, symbol, ts, bar_index, cash, qty, "
             "position_value, equity) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT DO NOTHING",
             [
-                (e["agent_id"], e["symbol"], e["ts"], e["bar_index"], e["cash"], e["qty"],
-                 e["position_value"], e["equity"])
+                (
+                    e["agent_id"],
+                    e["symbol"],
+                    e["ts"],
+                    e["bar_index"],
+                    e["cash"],
+                    e["qty"],
+                    e["position_value"],
+                    e["equity"],
+                )
                 for e in writes.book_equity
-            ],  # fmt: skip
+            ],
         )
         if writes.equity_from:
             agents = sorted(writes.equity_from, key=str)
@@ -340,17 +457,35 @@ class PostgresChainStore:
             (a_ids, syms),
         ).fetchall()
         by_key: dict[tuple[UUID, str], list[dict[str, Any]]] = defaultdict(list)
-        names = ("agent_id", "symbol", "id", "client_order_id", "side", "qty", "price", "fee",
-                 "ts", "seq")  # fmt: skip
+        names = (
+            "agent_id",
+            "symbol",
+            "id",
+            "client_order_id",
+            "side",
+            "qty",
+            "price",
+            "fee",
+            "ts",
+            "seq",
+        )
         for r in fills:
             rec = dict(zip(names, r, strict=True))
             rec["ts"] = _utc(rec["ts"])
             by_key[(r[0], r[1])].append(rec)
         return [
-            FillProjection(p[0], p[1], p[2], p[3], p[4], list(p[5] or []), int(p[6]),
-                           by_key.get((p[0], p[1]), []))
+            FillProjection(
+                p[0],
+                p[1],
+                p[2],
+                p[3],
+                p[4],
+                list(p[5] or []),
+                int(p[6]),
+                by_key.get((p[0], p[1]), []),
+            )
             for p in positions
-        ]  # fmt: skip
+        ]
 
     def cash_balances(self, agent_ids: Iterable[UUID]) -> dict[UUID, Decimal]:
         ids = sorted(set(agent_ids), key=str)
@@ -372,10 +507,19 @@ class PostgresChainStore:
             "lots = %s, last_price = coalesce(%s, last_price), fill_seq = %s, updated_at = now() "
             "WHERE agent_id = %s AND symbol = %s",
             [
-                (p["qty"], p["avg_price"], p["realized_pnl"], p["fees_paid"], Jsonb(p["lots"]),
-                 p["last_price"], p["fill_seq"], p["agent_id"], p["symbol"])
+                (
+                    p["qty"],
+                    p["avg_price"],
+                    p["realized_pnl"],
+                    p["fees_paid"],
+                    Jsonb(p["lots"]),
+                    p["last_price"],
+                    p["fill_seq"],
+                    p["agent_id"],
+                    p["symbol"],
+                )
                 for p in positions
-            ],  # fmt: skip
+            ],
         )
         self._many(
             "INSERT INTO cash_ledger (agent_id, ts, amount, balance, kind, ref) "
@@ -390,11 +534,24 @@ class PostgresChainStore:
             "entry_price, exit_ts, exit_price, fees, pnl, entry_order_id, exit_order_id) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
-                (t["agent_id"], t["symbol"], t["exit_fill_id"], t["piece"], t["side"], t["qty"],
-                 t["entry_ts"], t["entry_price"], t["exit_ts"], t["exit_price"], t["fees"],
-                 t["pnl"], t["entry_order_id"], t["exit_order_id"])
+                (
+                    t["agent_id"],
+                    t["symbol"],
+                    t["exit_fill_id"],
+                    t["piece"],
+                    t["side"],
+                    t["qty"],
+                    t["entry_ts"],
+                    t["entry_price"],
+                    t["exit_ts"],
+                    t["exit_price"],
+                    t["fees"],
+                    t["pnl"],
+                    t["entry_order_id"],
+                    t["exit_order_id"],
+                )
                 for t in trades
-            ],  # fmt: skip
+            ],
         )
 
     # -- leaderboard ----------------------------------------------------------------------
@@ -451,10 +608,19 @@ class PostgresChainStore:
             "trades = EXCLUDED.trades, equity = EXCLUDED.equity, metrics = EXCLUDED.metrics, "
             "n_fills = EXCLUDED.n_fills, as_of = EXCLUDED.as_of, updated_at = now()",
             [
-                (r["agent_id"], r["total_return"], r["sharpe"], r["max_drawdown"], r["trades"],
-                 r["equity"], Jsonb(r["metrics"]), r["n_fills"], r["as_of"])
+                (
+                    r["agent_id"],
+                    r["total_return"],
+                    r["sharpe"],
+                    r["max_drawdown"],
+                    r["trades"],
+                    r["equity"],
+                    Jsonb(r["metrics"]),
+                    r["n_fills"],
+                    r["as_of"],
+                )
                 for r in out
-            ],  # fmt: skip
+            ],
         )
         return out
 
@@ -576,3 +742,95 @@ class PostgresChainStore:
     def cash_balance(self, agent_id: UUID) -> Decimal:
         """The agent's cash per the cash ledger."""
         return self.cash_balances([agent_id]).get(agent_id, Decimal(0))
+
+
+class PostgresBulkDelivery:
+    """Bulk delivery bookkeeping for :class:`stocktrade.services.chain_worker.BulkChainWorker`:
+    the same ``processed_events`` and ``outbox`` tables as the per-event delivery service,
+    touched with one statement per batch.
+
+    Args:
+        conn: the worker's connection (autocommit; each batch is one transaction block).
+    """
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    def transaction(self) -> Any:
+        from contextlib import contextmanager
+
+        @contextmanager
+        def tx() -> Any:
+            with self.conn.transaction():
+                yield self.conn
+
+        return tx()
+
+    @staticmethod
+    def claim_many(conn: psycopg.Connection, handler: str, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        rows = conn.execute(
+            "INSERT INTO processed_events (handler, event_id) SELECT %s, unnest(%s::text[]) "
+            "ON CONFLICT DO NOTHING RETURNING event_id",
+            (handler, list(event_ids)),
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    @staticmethod
+    def add_outbox_many(conn: psycopg.Connection, events: Sequence[Any]) -> None:
+        from stocktrade.schemas.events import event_attributes
+
+        if not events:
+            return
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO outbox (event_id, topic, ordering_key, payload, attributes) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
+                [
+                    (
+                        e.event_id,
+                        e.TOPIC.value,
+                        e.ordering_key,
+                        Jsonb(e.model_dump(mode="json")),
+                        Jsonb(event_attributes(e)),
+                    )
+                    for e in events
+                ],
+            )
+
+    @staticmethod
+    def take_outbox(conn: psycopg.Connection, limit: int) -> list[tuple[int, str, str]]:
+        rows = conn.execute(
+            "SELECT id, event_id, topic FROM outbox WHERE published_at IS NULL "
+            "AND (claimed_until IS NULL OR claimed_until < clock_timestamp()) "
+            "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+            (limit,),
+        ).fetchall()
+        return [(int(r[0]), r[1], r[2]) for r in rows]
+
+    @staticmethod
+    def payloads(conn: psycopg.Connection, ids: Sequence[int]) -> dict[int, Any]:
+        rows = conn.execute(
+            "SELECT id, payload FROM outbox WHERE id = ANY(%s)", (list(ids),)
+        ).fetchall()
+        return {int(r[0]): r[1] for r in rows}
+
+    @staticmethod
+    def mark_published(conn: psycopg.Connection, ids: Sequence[int]) -> None:
+        if ids:
+            conn.execute(
+                "UPDATE outbox SET published_at = now(), claimed_until = NULL WHERE id = ANY(%s)",
+                (list(ids),),
+            )
+
+    @staticmethod
+    def is_permanent(exc: BaseException) -> bool:
+        from pydantic import ValidationError as PydanticValidationError
+
+        from stocktrade.adapters.postgres.delivery import PostgresDeliveryStore
+        from stocktrade.errors import PermanentError, ValidationError
+
+        if isinstance(exc, PermanentError | ValidationError | PydanticValidationError):
+            return True
+        return PostgresDeliveryStore.classify_error(exc) == "permanent"
