@@ -10,6 +10,7 @@ Targets:
     on_bar, on_signal, on_order, on_fill: Pub/Sub CloudEvents (topics market-bars, signals,
         orders, fills) -> :mod:`stocktrade.services.chain` through the delivery service
         (idempotent, outbox, dead letters). An exception is HTTP 500, which Pub/Sub retries.
+    on_model_promoted: ``model-promoted`` -> policy agents following it switch versions.
     cron_relay: scheduler tick -> publish what the outbox still holds.
     predict: HTTP POST ``{"obs" | "state": [...], "model_version" | "agent": ...}`` ->
         ``{"action", "confidence", "probs", "model_version", ...}`` (ONNX Runtime, CPU).
@@ -38,6 +39,7 @@ __all__ = [
     "cron_relay",
     "on_bar",
     "on_fill",
+    "on_model_promoted",
     "on_order",
     "on_signal",
     "predict",
@@ -99,6 +101,12 @@ def on_order(cloud_event: Any) -> None:
 def on_fill(cloud_event: Any) -> None:
     """A fill from ``fills``."""
     _deliver("on_fill", cloud_event)
+
+
+@functions_framework.cloud_event
+def on_model_promoted(cloud_event: Any) -> None:
+    """A promoted policy version from ``model-promoted``."""
+    _deliver("on_model_promoted", cloud_event)
 
 
 @functions_framework.cloud_event

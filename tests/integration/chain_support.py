@@ -201,6 +201,17 @@ def outcome(conn: Any) -> dict[str, Any]:
     def rows(sql: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(sql).fetchall()]
 
+    def no_ids(rows_: list[tuple[Any, ...]], col: int) -> list[tuple[Any, ...]]:
+        # Order ids derive from the agent id, which differs between runs.
+        return [
+            (
+                *r[:col],
+                [{k: v for k, v in lot.items() if k != "order_id"} for lot in r[col]],
+                *r[col + 1 :],
+            )
+            for r in rows_
+        ]
+
     return {
         "orders": rows(
             "SELECT a.name, o.symbol, o.bar_ts, o.side, o.qty, o.target_fraction, o.status, "
@@ -211,9 +222,12 @@ def outcome(conn: Any) -> dict[str, Any]:
             "SELECT a.name, f.symbol, f.ts, f.side, f.qty, f.price, f.fee, f.seq FROM fills f "
             "JOIN agents a ON a.id = f.agent_id ORDER BY 1, 2, 3"
         ),
-        "positions": rows(
-            "SELECT a.name, p.symbol, p.qty, p.realized_pnl, p.fees_paid, p.lots, p.fill_seq "
-            "FROM positions p JOIN agents a ON a.id = p.agent_id ORDER BY 1, 2"
+        "positions": no_ids(
+            rows(
+                "SELECT a.name, p.symbol, p.qty, p.realized_pnl, p.fees_paid, p.lots, p.fill_seq "
+                "FROM positions p JOIN agents a ON a.id = p.agent_id ORDER BY 1, 2"
+            ),
+            5,
         ),
         "cash": rows(
             "SELECT DISTINCT ON (a.name) a.name, c.balance FROM cash_ledger c "
@@ -223,10 +237,13 @@ def outcome(conn: Any) -> dict[str, Any]:
             "SELECT a.name, c.kind, sum(c.amount), count(*) FROM cash_ledger c "
             "JOIN agents a ON a.id = c.agent_id GROUP BY 1, 2 ORDER BY 1, 2"
         ),
-        "books": rows(
-            "SELECT a.name, b.symbol, b.cash, b.lots, b.realised_pnl, b.bars_seen, b.last_bar_ts, "
-            "b.decided_ts, b.risk_state, b.pending_order, b.fill_seq FROM chain_books b "
-            "JOIN agents a ON a.id = b.agent_id ORDER BY 1, 2"
+        "books": no_ids(
+            rows(
+                "SELECT a.name, b.symbol, b.cash, b.lots, b.realised_pnl, b.bars_seen, "
+                "b.last_bar_ts, b.decided_ts, b.risk_state, b.pending_order - 'client_order_id', "
+                "b.fill_seq FROM chain_books b JOIN agents a ON a.id = b.agent_id ORDER BY 1, 2"
+            ),
+            3,
         ),
         "equity": rows(
             "SELECT a.name, e.ts, e.cash, e.positions_value, e.equity FROM equity_snapshots e "

@@ -3,9 +3,10 @@ ONNX policy on two symbols, compared order by order, fill by fill, bar by bar.""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from stocktrade.adapters.postgres.chain import PostgresChainStore
@@ -18,6 +19,7 @@ from tests.integration.chain_support import (
     make_agents,
     real_bars,
     register_policy,
+    reset,
     store_bars,
     wire,
 )
@@ -25,27 +27,37 @@ from tests.integration.chain_support import (
 START, END = "2014-01-01", "2014-06-30"
 
 
-@pytest.fixture
-def replayed(db_conn: Any, tmp_path: Path) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def replayed(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One replay shared by the module's tests (they only read what it left)."""
+    conn = psycopg.connect(pg_url, autocommit=True)
+    reset(conn)
     history = real_bars(("AAPL",), "2013-01-01", "2013-12-31")
     bars = real_bars(("AAPL", "MSFT"), START, END)
-    store_bars(db_conn, history + bars)
-    model = register_policy(db_conn, tmp_path, history)
-    agents = make_agents(db_conn, policy=model)
-    harness = wire(db_conn)
+    store_bars(conn, history + bars)
+    model = register_policy(conn, tmp_path_factory.mktemp("policy"), history)
+    agents = make_agents(conn, policy=model)
+    harness = wire(conn)
     harness.replay(bars)
-    return {"agents": agents, "bars": bars, "harness": harness}
+    yield {"agents": agents, "bars": bars, "harness": harness, "conn": conn}
+    reset(conn)
+    conn.close()
+
+
+@pytest.fixture
+def conn(replayed: dict[str, Any]) -> Any:
+    return replayed["conn"]
 
 
 def test_the_divergence_report_is_empty_for_every_agent_on_replayed_bars(
-    db_conn: Any, replayed: dict[str, Any]
+    conn: Any, replayed: dict[str, Any]
 ) -> None:
-    store = PostgresChainStore(db_conn)
+    store = PostgresChainStore(conn)
     runtimes = PolicyRuntimes(chain.model_reader())
     n_bars = len(replayed["bars"])
     fills = 0
     for name, agent in replayed["agents"].items():
-        report = divergence_report(agent, store, load_bars(db_conn), runtimes=runtimes)
+        report = divergence_report(agent, store, load_bars(conn), runtimes=runtimes)
         assert report.ok, f"{name}: " + "\n".join(str(d) for d in report.differences[:10])
         assert report.bars == n_bars  # every bar of both symbols was decided and compared
         assert report.symbols == ("AAPL", "MSFT")
@@ -54,43 +66,55 @@ def test_the_divergence_report_is_empty_for_every_agent_on_replayed_bars(
         if name in ("sma", "rsi", "policy"):
             assert report.fills >= 4, f"{name} should trade on this period"
     assert fills >= 20
-    assert check_ledger(db_conn)["fills"] == fills + _open_fills(db_conn)
+    assert check_ledger(conn)["fills"] == fills
 
 
-def _open_fills(conn: Any) -> int:
-    # fills whose order was decided before the period end but filled after it: none here
-    return 0
-
-
-def test_a_divergence_is_reported_when_the_chain_missed_a_fill(
-    db_conn: Any, replayed: dict[str, Any]
+def test_a_divergence_is_reported_for_a_changed_fill_and_a_missing_bar(
+    conn: Any, replayed: dict[str, Any]
 ) -> None:
     agent = replayed["agents"]["sma"]
-    store = PostgresChainStore(db_conn)
-    victim = db_conn.execute(
+    store = PostgresChainStore(conn)
+    victim = conn.execute(
         "SELECT id, ts FROM fills WHERE agent_id = %s ORDER BY ts LIMIT 1", (agent.id,)
     ).fetchone()
-    db_conn.execute("UPDATE fills SET price = price + 0.01 WHERE id = %s", (victim[0],))
-    report = divergence_report(agent, store, load_bars(db_conn))
+    mark = conn.execute(
+        "SELECT symbol, ts FROM chain_book_equity WHERE agent_id = %s ORDER BY ts DESC LIMIT 1",
+        (agent.id,),
+    ).fetchone()
+    saved = conn.execute(
+        "SELECT * FROM chain_book_equity WHERE agent_id = %s AND symbol = %s AND ts = %s",
+        (agent.id, *mark),
+    ).fetchone()
+    try:
+        conn.execute("UPDATE fills SET price = price + 0.01 WHERE id = %s", (victim[0],))
+        conn.execute(
+            "DELETE FROM chain_book_equity WHERE agent_id = %s AND symbol = %s AND ts = %s",
+            (agent.id, *mark),
+        )
+        report = divergence_report(agent, store, load_bars(conn))
+    finally:  # the module's other tests read the same replay
+        conn.execute("UPDATE fills SET price = price - 0.01 WHERE id = %s", (victim[0],))
+        conn.execute("INSERT INTO chain_book_equity VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", saved)
     assert not report.ok
-    assert [(d.kind, d.field, d.ts) for d in report.differences] == [("fill", "price", victim[1])]
+    assert sorted((d.kind, d.field, d.ts) for d in report.differences) == sorted(
+        [("fill", "price", victim[1]), ("bar", "missing in chain", mark[1])]
+    )
 
 
 def test_the_leaderboard_scores_agents_with_the_backtest_metrics(
-    db_conn: Any, replayed: dict[str, Any]
+    conn: Any, replayed: dict[str, Any]
 ) -> None:
     from stocktrade.backtest.engine import run_backtest
     from stocktrade.services.agents import agent_backtest_config, build_agent_strategy
 
-    store = PostgresChainStore(db_conn)
+    store = PostgresChainStore(conn)
     agents = replayed["agents"]
     store.refresh_leaderboard([a.id for a in agents.values()])
     board = {row["name"]: row for row in store.leaderboard()}
     assert set(board) == set(agents)
     sma = agents["sma"]
     data = {
-        s: load_bars(db_conn)(s, "1d", None, None).between(START, END + "T23:59")
-        for s in sma.symbols
+        s: load_bars(conn)(s, "1d", None, None).between(START, END + "T23:59") for s in sma.symbols
     }
     result = run_backtest(data, build_agent_strategy(sma), agent_backtest_config(sma))
     expected = result.metrics

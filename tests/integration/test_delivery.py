@@ -277,7 +277,13 @@ def test_the_chain_module_wires_every_handler_through_delivery(
 ) -> None:
     bus = InProcessEventBus()
     delivery = DeliveryService(PostgresDeliveryStore(db_conn), bus)
-    assert chain.subscribe(bus, delivery) == ["on_bar", "on_signal", "on_order", "on_fill"]
+    assert chain.subscribe(bus, delivery) == [
+        "on_bar",
+        "on_signal",
+        "on_order",
+        "on_fill",
+        "on_model_promoted",
+    ]
     bus.publish("market-bars", bar(0))
     bus.publish("market-bars", bar(0, close="10.6"))  # same source and key: the same event
     bus.publish("signals", Signal(agent_id=agent_id, symbol="AAPL", bar_ts=T0, action="hold"))

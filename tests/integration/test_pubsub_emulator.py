@@ -59,6 +59,15 @@ def stored(pg_url: str, bar: Bar) -> bool:
         )
 
 
+def trade(conn: Any, symbol: str) -> None:
+    """An agent trading ``symbol``: the chain refuses bars of symbols nobody trades or stored."""
+    conn.execute(
+        "INSERT INTO agents (owner, name, kind, strategy, symbols) "
+        "VALUES ('local', %s, 'baseline', 'buy_and_hold', %s)",
+        (f"emu-{symbol}", [symbol]),
+    )
+
+
 @pytest.fixture
 def bus_for(pubsub_emulator: PubSubEmulator) -> Iterator[Callable[[str], PubSubEventBus]]:
     buses: list[PubSubEventBus] = []
@@ -79,6 +88,7 @@ def test_a_bar_published_to_market_bars_is_stored_by_the_on_bar_function(
     bus_for: Callable[[str], PubSubEventBus],
 ) -> None:
     project = pubsub_emulator.new_project()
+    trade(db_conn, "EMU1")
     env = pubsub_emulator.function_env(project, pg_url)
     with FunctionServer.start("on_bar", env=env) as server:
         pubsub_emulator.create_push_subscription(
@@ -101,6 +111,7 @@ def test_a_failed_push_is_redelivered_until_the_function_succeeds(
     bus_for: Callable[[str], PubSubEventBus],
 ) -> None:
     project = pubsub_emulator.new_project()
+    trade(db_conn, "EMU2")
     attempts = tmp_path / "attempts.txt"
     env = pubsub_emulator.function_env(project, pg_url, FLAKY_ATTEMPTS_FILE=str(attempts))
     with FunctionServer.start("on_bar_fails_first", env=env, source=FLAKY_SOURCE) as server:

@@ -74,6 +74,7 @@ __all__ = [
     "DECISION_FEATURES",
     "BookRow",
     "ChainEngine",
+    "ChainSession",
     "ChainStore",
     "ChainWrites",
     "FillProjection",
@@ -138,6 +139,63 @@ class ChainWrites:
         prev = self.equity_from.get(agent_id)
         if prev is None or ts < prev:
             self.equity_from[agent_id] = ts
+
+
+class ChainSession:
+    """One transaction's view of the chain: the books it has locked and the rows it will write.
+
+    The per-event handlers open one per event. The bulk worker keeps one across a whole
+    cascade (bars, then the signals, orders and fills they cause) in one transaction, so each
+    book is locked, read and written once however many handlers touch it.
+    """
+
+    def __init__(self, store: ChainStore, sink: Sink) -> None:
+        self.store = store
+        self.sink = sink
+        self.rows: dict[tuple[UUID, str], BookRow] = {}
+        self._symbols: set[tuple[str, str]] = set()
+        self.writes = ChainWrites()
+
+    def books_for_symbols(self, keys: Iterable[tuple[str, str]]) -> list[BookRow]:
+        """Active agents' books of these (symbol, timeframe) pairs, locked once."""
+        wanted = set(keys)
+        missing = wanted - self._symbols
+        if missing:
+            for row in self.store.lock_books_for_symbols(missing):
+                self.rows.setdefault(row.book.key, row)
+            self._symbols |= missing
+        return [
+            r
+            for r in self.rows.values()
+            if (r.book.symbol, r.book.timeframe) in wanted and r.agent.status == "active"
+        ]
+
+    def books(self, keys: Iterable[tuple[UUID, str]]) -> dict[tuple[UUID, str], BookRow]:
+        """These books (any agent status), locked once."""
+        wanted = set(keys)
+        missing = [k for k in wanted if k not in self.rows]
+        if missing:
+            self.rows.update(self.store.lock_books(missing))
+        return {k: self.rows[k] for k in wanted if k in self.rows}
+
+    def flush(self, *, books: bool = True) -> None:
+        """Write what was collected; ``books=False`` keeps the book rows for a later flush
+        (records other handlers of the cascade read, such as orders and fills, go now)."""
+        writes = self.writes
+        if books:
+            self.writes = ChainWrites()
+        else:
+            self.writes = ChainWrites(books=writes.books, stepped=writes.stepped)
+            writes = ChainWrites(
+                signals=writes.signals,
+                fills=writes.fills,
+                filled_orders=writes.filled_orders,
+                decisions=writes.decisions,
+                orders=writes.orders,
+                book_equity=writes.book_equity,
+                equity_from=writes.equity_from,
+            )
+        self.store.flush(writes)
 
 
 class ChainStore(Protocol):
@@ -332,7 +390,14 @@ class ChainEngine:
         self._cache.clear()
 
     # -- on_bar ---------------------------------------------------------------------------
-    def on_bars(self, store: ChainStore, bars: Sequence[Bar], sink: Sink) -> None:
+    def on_bars(
+        self,
+        store: ChainStore,
+        bars: Sequence[Bar],
+        sink: Sink,
+        *,
+        session: ChainSession | None = None,
+    ) -> None:
         """Store bars and step every active agent's book on each (see the module docs).
 
         Raises:
@@ -349,14 +414,16 @@ class ChainEngine:
         domain = [b.to_domain() for b in bars]
         store.upsert_bars(domain)
         self._fault("bars_stored")
-        rows = store.lock_books_for_symbols({(b.symbol, b.timeframe.value) for b in domain})
+        own = session is None
+        ses = ChainSession(store, sink) if session is None else session
+        rows = ses.books_for_symbols({(b.symbol, b.timeframe.value) for b in domain})
         misses = [r.book for r in rows if not r.book.states_loaded and self._cached(r) is None]
         if misses:
             store.load_states(misses)
         by_symbol: dict[tuple[str, str], list[BookRow]] = defaultdict(list)
         for row in rows:
             by_symbol[(row.book.symbol, row.book.timeframe)].append(row)
-        writes = ChainWrites()
+        writes = ses.writes
         ordered = sorted(zip(bars, domain, strict=True), key=lambda p: (p[1].ts, p[1].symbol))
         for event, bar in ordered:
             for row in by_symbol.get((bar.symbol, bar.timeframe.value), ()):
@@ -376,8 +443,9 @@ class ChainEngine:
                     self._decide(row, writes, sink)  # the previous bar's signal is late
                 self._step(row, event, bar, writes, sink)
                 self._fault("book_stepped")
-        self._fault("before_flush")
-        store.flush(writes)
+        if own:
+            self._fault("before_flush")
+            ses.flush()
 
     def _step(
         self, row: BookRow, event: Bar, bar: DomainBar, writes: ChainWrites, sink: Sink
@@ -499,7 +567,14 @@ class ChainEngine:
         sink.emit(signal)
 
     # -- on_signal ------------------------------------------------------------------------
-    def on_signals(self, store: ChainStore, signals: Sequence[Signal], sink: Sink) -> None:
+    def on_signals(
+        self,
+        store: ChainStore,
+        signals: Sequence[Signal],
+        sink: Sink,
+        *,
+        session: ChainSession | None = None,
+    ) -> None:
         """Decide every signal's bar that is still undecided (risk, sizing, order).
 
         Raises:
@@ -517,8 +592,10 @@ class ChainEngine:
                     f"signal {s.event_id}: agent {agent.name!r} trades {list(agent.symbols)}, "
                     f"not the unknown symbol {s.symbol!r}"
                 )
-        rows = store.lock_books({(s.agent_id, s.symbol) for s in signals})
-        writes = ChainWrites()
+        own = session is None
+        ses = ChainSession(store, sink) if session is None else session
+        rows = ses.books({(s.agent_id, s.symbol) for s in signals})
+        writes = ses.writes
         for s in sorted(signals, key=lambda x: (x.bar_ts, str(x.agent_id), x.symbol)):
             row = rows.get((s.agent_id, s.symbol))
             if row is None:
@@ -539,8 +616,9 @@ class ChainEngine:
                         "bar_ts": s.bar_ts.isoformat(),
                     },
                 )
-        self._fault("before_flush")
-        store.flush(writes)
+        if own:
+            self._fault("before_flush")
+            ses.flush()
 
     def _decide(self, row: BookRow, writes: ChainWrites, sink: Sink) -> Decided:
         agent, book = row.agent, row.book
@@ -692,7 +770,14 @@ class ChainEngine:
         }
 
     # -- on_order -------------------------------------------------------------------------
-    def on_orders(self, store: ChainStore, orders: Sequence[Order], sink: Sink) -> None:
+    def on_orders(
+        self,
+        store: ChainStore,
+        orders: Sequence[Order],
+        sink: Sink,
+        *,
+        session: ChainSession | None = None,
+    ) -> None:
         """The paper broker accepts the orders (they fill at the next bar's open).
 
         Raises:
@@ -700,6 +785,8 @@ class ChainEngine:
         """
         if not orders:
             return
+        if session is not None:
+            session.flush(books=False)  # the orders this cascade decided, before reading them
         agents = store.agents({o.agent_id for o in orders})
         known = store.existing_orders({o.client_order_id for o in orders})
         for o in orders:
@@ -719,7 +806,14 @@ class ChainEngine:
         store.accept_orders([o.client_order_id for o in orders])
 
     # -- on_fill --------------------------------------------------------------------------
-    def on_fills(self, store: ChainStore, fills: Sequence[Fill], sink: Sink) -> None:
+    def on_fills(
+        self,
+        store: ChainStore,
+        fills: Sequence[Fill],
+        sink: Sink,
+        *,
+        session: ChainSession | None = None,
+    ) -> None:
         """Apply the books' new fills to positions, cash ledger and trades; refresh the
         leaderboard.
 
@@ -728,6 +822,8 @@ class ChainEngine:
         """
         if not fills:
             return
+        if session is not None:
+            session.flush(books=False)  # the fills this cascade executed, before reading them
         agents = store.agents({f.agent_id for f in fills})
         known = store.existing_fills({f.fill_id for f in fills})
         for f in fills:
@@ -854,7 +950,12 @@ class ChainEngine:
 
     # -- model-promoted -------------------------------------------------------------------
     def on_model_promoted(
-        self, store: ChainStore, events: Sequence[ModelPromoted], sink: Sink
+        self,
+        store: ChainStore,
+        events: Sequence[ModelPromoted],
+        sink: Sink,
+        *,
+        session: ChainSession | None = None,
     ) -> None:
         """Point the agents following each promoted policy at the new version and drop
         cached runtimes and strategies, so the next bar loads it."""

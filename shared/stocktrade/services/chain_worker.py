@@ -2,19 +2,22 @@
 
 A Pub/Sub push delivers one event per request; the chain's effects
 (:class:`~stocktrade.services.chain_engine.ChainEngine`) take batches, and this worker feeds
-them whole bursts in process: a burst of bars is one transaction (claim every event id in
-``processed_events``, run ``on_bars`` over all of them, write the events they cause to the
-outbox), then the outbox is drained in batches, each one transaction that claims the rows
-(``FOR UPDATE SKIP LOCKED``), runs every handler over its topic's events (claiming their ids),
-writes the new events and marks the consumed rows published. The outbox *is* the queue
-here: a crash anywhere rolls the batch back and the next :meth:`BulkChainWorker.drain`
-takes the same rows again; ids already claimed are skipped, as in the per-event path.
+them whole bursts in process. A burst of bars is one transaction: claim every bar's id in
+``processed_events``, run ``on_bars`` over all of them, then (``fuse=True``, the default)
+the signals and fills they cause, the orders the signals cause, and so on, each handler's
+event ids claimed in the same transaction, every book locked, read and written once (a
+:class:`~stocktrade.services.chain_engine.ChainSession`). With ``fuse=False`` the caused
+events go to the outbox and :meth:`BulkChainWorker.drain` takes them in batches instead
+(``FOR UPDATE SKIP LOCKED``), one transaction per batch, which also picks up anything left in
+the outbox by a crash or by the per-event path.
 
-A batch whose effect fails permanently (a dead letter in the making) is retried one event
-at a time through the :class:`~stocktrade.services.delivery.DeliveryService`, which records
-the dead letter and lets the rest through.
+A crash anywhere rolls the whole batch back: nothing of it happened, and running it again
+(or draining) does it once. Ids already claimed are skipped, as in the per-event path. A
+batch whose effect fails permanently (a dead letter in the making) is retried one event at a
+time through the fallback (the :class:`~stocktrade.services.delivery.DeliveryService`),
+which records the dead letter and lets the rest through.
 
-The worker consumes the outbox itself, so it is the only consumer of those topics: use it
+The worker consumes events itself, so it is the only consumer of those topics: use it
 instead of (not next to) bus subscriptions, e.g. for replays and the burst benchmark.
 """
 
@@ -29,7 +32,7 @@ from typing import Any, Protocol
 
 from stocktrade.logging import get_logger
 from stocktrade.schemas.events import Bar, Event, Topic, model_for_topic
-from stocktrade.services.chain_engine import ChainEngine, ChainStore
+from stocktrade.services.chain_engine import ChainEngine, ChainSession, ChainStore
 
 __all__ = ["BulkChainWorker", "BulkDeliveryStore", "BurstStats"]
 
@@ -104,6 +107,9 @@ class BulkChainWorker:
         fallback: ``(handler, event) -> None`` handling one event on its own (the delivery
             service: records dead letters); used when a batch fails permanently.
         batch: outbox rows per drain transaction.
+        fuse: handle the events a batch causes in the same transaction (one cascade per
+            burst; nothing goes through the outbox) instead of leaving them in the outbox
+            for the next drain batch.
     """
 
     def __init__(
@@ -114,12 +120,14 @@ class BulkChainWorker:
         *,
         fallback: Callable[[str, Event], Any] | None = None,
         batch: int = 20_000,
+        fuse: bool = True,
     ) -> None:
         self.store = store
         self.chain_store = chain_store
         self.engine = engine
         self.fallback = fallback
         self.batch = batch
+        self.fuse = fuse
         self._memo: dict[str, Event] = {}
         self.counts: dict[str, int] = defaultdict(int)
 
@@ -141,7 +149,7 @@ class BulkChainWorker:
     def ingest(self, bars: Sequence[Bar]) -> None:
         """One transaction: every new bar through ``on_bar``."""
         if bars:
-            batch = list(bars)
+            batch: list[Event] = list(bars)
             self._batch(lambda _conn: ({Topic.MARKET_BARS.value: batch}, []))
 
     def drain(self, *, max_batches: int = 1_000) -> int:
@@ -163,29 +171,41 @@ class BulkChainWorker:
             grouped[topic].append(event)
         return grouped, [r[0] for r in rows]
 
-    def _batch(
-        self, source: Callable[[Any], tuple[Mapping[str, list[Event]], list[int]]]
-    ) -> int:
-        """One transaction over what ``source`` takes; returns the events taken."""
+    def _batch(self, source: Callable[[Any], tuple[Mapping[str, list[Event]], list[int]]]) -> int:
+        """One transaction over what ``source`` takes and everything it causes; returns the
+        events taken."""
         grouped: Mapping[str, list[Event]] = {}
         row_ids: list[int] = []
-        out = _Collect()
+        left: list[Event] = []
         try:
             with self.store.transaction() as conn:
                 grouped, row_ids = source(conn)
                 if not grouped:
                     return 0
-                store = self.chain_store(conn)
-                for topic, handler, method in _STAGES:
-                    events = grouped.get(topic.value)
-                    if not events:
-                        continue
-                    fresh = self.store.claim_many(conn, handler, [e.event_id for e in events])
-                    todo = [e for e in events if e.event_id in fresh]
-                    if todo:
-                        getattr(self.engine, method)(store, todo, out)
-                    self.counts[handler] += len(todo)
-                self.store.add_outbox_many(conn, out.events)
+                out = _Collect()
+                session = ChainSession(self.chain_store(conn), out)
+                pending: Mapping[str, list[Event]] = grouped
+                while pending:
+                    for topic, handler, method in _STAGES:
+                        events = pending.get(topic.value)
+                        if not events:
+                            continue
+                        fresh = self.store.claim_many(conn, handler, [e.event_id for e in events])
+                        todo = [e for e in events if e.event_id in fresh]
+                        if todo:
+                            getattr(self.engine, method)(session.store, todo, out, session=session)
+                        self.counts[handler] += len(todo)
+                    caused, out.events = out.events, []
+                    if self.fuse:
+                        nxt: dict[str, list[Event]] = defaultdict(list)
+                        for e in caused:
+                            nxt[e.TOPIC.value].append(e)
+                        pending = nxt
+                    else:
+                        left.extend(caused)
+                        pending = {}
+                session.flush()
+                self.store.add_outbox_many(conn, left)
                 if row_ids:
                     self.store.mark_published(conn, row_ids)
         except Exception as exc:
@@ -203,7 +223,7 @@ class BulkChainWorker:
             raise
         for event_id in (e.event_id for v in grouped.values() for e in v):
             self._memo.pop(event_id, None)
-        for e in out.events:
+        for e in left:
             self._memo[e.event_id] = e
         return sum(len(v) for v in grouped.values())
 

@@ -293,12 +293,13 @@ def divergence_report(
                     )
                 )
                 continue
-            for name, chain_value, bt_value in (
+            fill_fields: tuple[tuple[str, Any, Any], ...] = (
                 ("side", c["side"], f.side.value),
                 ("qty", Decimal(c["qty"]), f.qty),
                 ("price", Decimal(c["price"]), f.price),
                 ("fee", Decimal(c["fee"]), f.fee),
-            ):
+            )
+            for name, chain_value, bt_value in fill_fields:
                 if chain_value != bt_value:
                     diffs.append(Difference("fill", symbol, f.ts, name, chain_value, bt_value))
         for ts in sorted(set(fills) - seen):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -298,6 +298,14 @@ def _store_ledger(book: BookState, ledger: Ledger) -> None:
     book.lots = lots_of(ledger, book.symbol)
 
 
+_RISK_FIELDS = tuple(f.name for f in fields(RiskState))
+
+
+def _risk_dict(state: RiskState) -> dict[str, Any]:
+    """``RiskState.to_dict()`` without ``dataclasses.asdict``'s deep copy (hot path)."""
+    return {name: getattr(state, name) for name in _RISK_FIELDS}
+
+
 def _sizing_cash(state: RiskState, ledger: Ledger) -> float:
     """The float cash the kernels size with (the rule of :attr:`RiskState.cash`)."""
     ledger_cash = float(ledger.cash)
@@ -492,7 +500,7 @@ def step_bar(
         book.first_bar_ts = bar.ts
     book.last_bar_ts = bar.ts
     book.bars_seen += 1
-    book.risk_state = state.to_dict()
+    book.risk_state = _risk_dict(state)
     book.signal = {
         "bar": bar_to_dict(bar),
         "bar_index": state.bar_index,
@@ -631,7 +639,7 @@ def decide(book: BookState, config: BookConfig) -> Decided:
             low=bar.low,
         )
     _store_ledger(book, ledger)
-    book.risk_state = core.state.to_dict()
+    book.risk_state = _risk_dict(core.state)
     book.pending_order = None if order is None else order.to_dict()
     book.decided_ts = bar.ts
     book.signal = None

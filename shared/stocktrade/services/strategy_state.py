@@ -80,13 +80,13 @@ def snapshot(strategy: Any) -> dict[str, Any]:
         }
     policy = _policy_class()
     if policy is not None and isinstance(strategy, policy):
-        window = strategy._window
+        window = strategy._window  # type: ignore[attr-defined]
         return {
             "v": STATE_VERSION,
             "kind": "onnx_policy",
-            "features": strategy._features.to_state(),
+            "features": strategy._features.to_state(),  # type: ignore[attr-defined]
             "window": [[float(x) for x in row] for row in window.tolist()],
-            "t": int(strategy._t),
+            "t": int(strategy._t),  # type: ignore[attr-defined]
         }
     raise ValidationError(
         f"cannot persist the state of strategy {type(strategy).__name__}: expected one of the "

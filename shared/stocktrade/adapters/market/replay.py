@@ -101,15 +101,8 @@ def bars_from_csv(
             ts = datetime.fromisoformat(row["timestamp"].replace("Z", "+00:00")).astimezone(UTC)
             if (start is not None and ts < start) or (end is not None and ts > end):
                 continue
-            out.append(
-                Bar(
-                    row["symbol"],
-                    tf,
-                    ts,
-                    *(Decimal(row[k]) for k in ("open", "high", "low", "close", "volume")),
-                    source,
-                )
-            )
+            o, h, lo, c, v = (Decimal(row[k]) for k in ("open", "high", "low", "close", "volume"))
+            out.append(Bar(row["symbol"], tf, ts, o, h, lo, c, v, source))
     return by_time(out)
 
 

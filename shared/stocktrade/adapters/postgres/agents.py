@@ -8,6 +8,7 @@ limits, which the chain would otherwise repeat for every bar).
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -24,7 +25,15 @@ from stocktrade.services.agents import AgentConfig, AgentSpec, ModelRef
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["AGENT_COLUMNS", "AGENT_JOIN", "PostgresAgentStore", "agent_from_row", "model_from_row"]
+__all__ = [
+    "AGENT_COLUMNS",
+    "AGENT_JOIN",
+    "AGENT_VERSION",
+    "PostgresAgentStore",
+    "agent_from_row",
+    "agents_by_version",
+    "model_from_row",
+]
 
 #: Columns :func:`agent_from_row` reads (agents ``a`` left-joined with model_versions ``m``).
 AGENT_COLUMNS = (
@@ -35,8 +44,13 @@ AGENT_COLUMNS = (
 AGENT_JOIN = "agents a LEFT JOIN model_versions m ON m.id = a.model_version_id"
 N_AGENT_COLUMNS = 19
 
+#: An agent row's version: its id and the transaction that last wrote it (``xmin``). Hot
+#: queries read only this and take the parsed agent from :func:`agents_by_version`'s cache.
+AGENT_VERSION = "a.id, a.xmin::text::bigint, a.model_version_id"
+
 _MODEL_COLUMNS = "id, agent_name, version, uri_onnx, sha256, manifest, status"
 _parsed: dict[str, AgentConfig] = {}
+_by_version: dict[tuple[UUID, int, UUID | None], AgentConfig] = {}
 
 
 def model_from_row(row: Sequence[Any]) -> ModelRef:
@@ -83,6 +97,37 @@ def agent_from_row(row: Sequence[Any]) -> AgentConfig:
         _parsed.clear()
     _parsed[key] = agent
     return agent
+
+
+def agents_by_version(
+    conn: psycopg.Connection, versions: Sequence[tuple[UUID, int, UUID | None]]
+) -> dict[UUID, AgentConfig]:
+    """Agents for ``(id, xmin, model version id)`` triples, parsed once per row version.
+
+    An agent row rewritten (status, model version, limits) gets a new ``xmin`` and is read
+    again; model versions are immutable in what the chain uses (file, hash, manifest).
+    """
+    out: dict[UUID, AgentConfig] = {}
+    missing = []
+    for version in versions:
+        agent = _by_version.get(version)
+        if agent is None:
+            missing.append(version)
+        else:
+            out[version[0]] = agent
+    if missing:
+        rows = conn.execute(
+            f"SELECT {AGENT_COLUMNS}, a.xmin::text::bigint FROM {AGENT_JOIN} "
+            "WHERE a.id = ANY(%s::uuid[])",
+            ([m[0] for m in missing],),
+        ).fetchall()
+        if len(_by_version) > 100_000:
+            _by_version.clear()
+        for r in rows:
+            agent = agent_from_row(r[:N_AGENT_COLUMNS])
+            _by_version[(r[0], int(r[N_AGENT_COLUMNS]), agent.model_version_id)] = agent
+            out[r[0]] = agent
+    return out
 
 
 class PostgresAgentStore:
@@ -204,7 +249,7 @@ class PostgresAgentStore:
         ).fetchone()
         return None if row is None else model_from_row(row)
 
-    def promoted_versions(self) -> list[ModelRef]:
+    def promoted_versions(self) -> builtins.list[ModelRef]:
         """Every promoted model version, newest first."""
         rows = self.conn.execute(
             f"SELECT {_MODEL_COLUMNS} FROM model_versions WHERE status = 'promoted' "

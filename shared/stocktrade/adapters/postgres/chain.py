@@ -23,10 +23,8 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from stocktrade.adapters.postgres.agents import (
-    AGENT_COLUMNS,
-    AGENT_JOIN,
-    N_AGENT_COLUMNS,
-    agent_from_row,
+    AGENT_VERSION,
+    agents_by_version,
 )
 from stocktrade.domain.bars import Bar as DomainBar
 from stocktrade.services.chain_engine import BookRow, ChainWrites, FillProjection
@@ -40,24 +38,23 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresChainStore"]
 
+# A book's bookkeeping; its strategy and feature states live in chain_book_states (read on
+# demand by load_states: a warm process already holds them).
 _BOOK_COLUMNS = (
     "b.agent_id, b.symbol, b.timeframe, b.initial_cash, b.cash, b.lots, b.realised_pnl, "
     "b.fees_paid, b.bars_seen, b.first_bar_ts, b.last_bar_ts, b.decided_ts, b.risk_state, "
-    "b.strategy_state, b.feature_state, b.signal, b.pending_order, b.fill_seq, b.model_version_id"
+    "b.signal, b.pending_order, b.fill_seq, b.model_version_id"
 )
-# The same 19 columns without the two large state documents (read on demand: load_states).
-_BOOK_COLUMNS_LEAN = _BOOK_COLUMNS.replace("b.strategy_state, b.feature_state", "NULL, NULL")
-_BOOK_FROM = (
-    "chain_books b JOIN agents a ON a.id = b.agent_id "
-    "LEFT JOIN model_versions m ON m.id = a.model_version_id"
-)
+_N_BOOK = 17
+_EQUITY_LOCK = 52_431  # advisory-lock namespace of the agents' equity snapshots
+_BOOK_FROM = "chain_books b JOIN agents a ON a.id = b.agent_id"
 
 
 def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
 
-def _book(row: Sequence[Any], *, states_loaded: bool = True) -> BookState:
+def _book(row: Sequence[Any]) -> BookState:
     return BookState(
         agent_id=row[0],
         symbol=row[1],
@@ -72,13 +69,11 @@ def _book(row: Sequence[Any], *, states_loaded: bool = True) -> BookState:
         last_bar_ts=_utc(row[10]),
         decided_ts=_utc(row[11]),
         risk_state=row[12],
-        strategy_state=row[13],
-        feature_state=row[14],
-        signal=row[15],
-        pending_order=row[16],
-        fill_seq=int(row[17]),
-        model_version_id=row[18],
-        states_loaded=states_loaded,
+        signal=row[13],
+        pending_order=row[14],
+        fill_seq=int(row[15]),
+        model_version_id=row[16],
+        states_loaded=False,
     )
 
 
@@ -147,23 +142,21 @@ class PostgresChainStore:
 
     # -- books ----------------------------------------------------------------------------
     def _rows(self, sql: str, params: Sequence[Any]) -> list[BookRow]:
-        out = []
-        for r in self.conn.execute(sql, params).fetchall():
-            agent = agent_from_row(r[19 : 19 + N_AGENT_COLUMNS])
-            out.append(BookRow(agent, _book(r[:19], states_loaded=False)))
-        return out
+        rows = self.conn.execute(sql, params).fetchall()
+        agents = agents_by_version(self.conn, sorted({tuple(r[_N_BOOK:]) for r in rows}, key=str))
+        return [BookRow(agents[r[_N_BOOK]], _book(r[:_N_BOOK])) for r in rows]
 
     def load_states(self, books: Sequence[BookState]) -> None:
         if not books:
             return
         rows = self.conn.execute(
-            "SELECT agent_id, symbol, strategy_state, feature_state FROM chain_books "
+            "SELECT agent_id, symbol, strategy_state, feature_state FROM chain_book_states "
             "WHERE (agent_id, symbol) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))",
             ([b.agent_id for b in books], [b.symbol for b in books]),
         ).fetchall()
         found = {(r[0], r[1]): (r[2], r[3]) for r in rows}
         for b in books:
-            b.strategy_state, b.feature_state = found[b.key]
+            b.strategy_state, b.feature_state = found.get(b.key, (None, None))
             b.states_loaded = True
 
     def lock_books_for_symbols(self, keys: Iterable[tuple[str, str]]) -> list[BookRow]:
@@ -171,7 +164,7 @@ class PostgresChainStore:
         if not keys:
             return []
         return self._rows(
-            f"SELECT {_BOOK_COLUMNS_LEAN}, {AGENT_COLUMNS} FROM {_BOOK_FROM} "
+            f"SELECT {_BOOK_COLUMNS}, {AGENT_VERSION} FROM {_BOOK_FROM} "
             "WHERE (b.symbol, b.timeframe) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
             "AND a.status = 'active' ORDER BY b.agent_id, b.symbol FOR UPDATE OF b",
             ([k[0] for k in keys], [k[1] for k in keys]),
@@ -182,7 +175,7 @@ class PostgresChainStore:
         if not keys:
             return {}
         rows = self._rows(
-            f"SELECT {_BOOK_COLUMNS_LEAN}, {AGENT_COLUMNS} FROM {_BOOK_FROM} "
+            f"SELECT {_BOOK_COLUMNS}, {AGENT_VERSION} FROM {_BOOK_FROM} "
             "WHERE (b.agent_id, b.symbol) IN (SELECT * FROM unnest(%s::uuid[], %s::text[])) "
             "ORDER BY b.agent_id, b.symbol FOR UPDATE OF b",
             ([k[0] for k in keys], [k[1] for k in keys]),
@@ -202,9 +195,9 @@ class PostgresChainStore:
         if not wanted:
             return {}
         rows = self.conn.execute(
-            f"SELECT {AGENT_COLUMNS} FROM {AGENT_JOIN} WHERE a.id = ANY(%s::uuid[])", (wanted,)
+            f"SELECT {AGENT_VERSION} FROM agents a WHERE a.id = ANY(%s::uuid[])", (wanted,)
         ).fetchall()
-        return {r[0]: agent_from_row(r) for r in rows}
+        return agents_by_version(self.conn, [tuple(r) for r in rows])
 
     # -- writes of on_bar / on_signal -----------------------------------------------------
     def flush(self, writes: ChainWrites) -> None:
@@ -213,9 +206,8 @@ class PostgresChainStore:
         self._many(
             "UPDATE chain_books SET cash = %s, lots = %s, realised_pnl = %s, fees_paid = %s, "
             "bars_seen = %s, first_bar_ts = %s, last_bar_ts = %s, decided_ts = %s, "
-            "risk_state = %s, strategy_state = %s, feature_state = %s, signal = %s, "
-            "pending_order = %s, fill_seq = %s, model_version_id = %s, updated_at = now() "
-            "WHERE agent_id = %s AND symbol = %s",
+            "risk_state = %s, signal = %s, pending_order = %s, fill_seq = %s, "
+            "model_version_id = %s, updated_at = now() WHERE agent_id = %s AND symbol = %s",
             [
                 (
                     b.cash,
@@ -227,8 +219,6 @@ class PostgresChainStore:
                     b.last_bar_ts,
                     b.decided_ts,
                     _json(b.risk_state),
-                    _json(b.strategy_state),
-                    _json(b.feature_state),
                     _json(b.signal),
                     _json(b.pending_order),
                     b.fill_seq,
@@ -236,6 +226,15 @@ class PostgresChainStore:
                     b.agent_id,
                     b.symbol,
                 )
+                for b in stepped
+            ],
+        )
+        self._many(
+            "INSERT INTO chain_book_states (agent_id, symbol, strategy_state, feature_state) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (agent_id, symbol) DO UPDATE "
+            "SET strategy_state = EXCLUDED.strategy_state, feature_state = EXCLUDED.feature_state",
+            [
+                (b.agent_id, b.symbol, _json(b.strategy_state), _json(b.feature_state))
                 for b in stepped
             ],
         )
@@ -383,7 +382,17 @@ class PostgresChainStore:
     def refresh_equity(self, agent_ids: Sequence[UUID], since: Sequence[datetime]) -> None:
         """Recompute the agents' equity snapshots from ``since`` on: at every time one of
         its books has a bar, the sum over its books of each book's latest marked state
-        (a book before its first bar counts its starting cash, like the backtest)."""
+        (a book before its first bar counts its starting cash, like the backtest).
+
+        Books of one agent may be decided by concurrent transactions (other instances): an
+        advisory lock per agent, held to the end of the transaction, makes the second wait
+        for the first to commit, so its statement sees the first book's new mark.
+        """
+        self.conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(s.a::text)) "
+            "FROM (SELECT a FROM unnest(%s::uuid[]) AS a ORDER BY a) s",
+            (_EQUITY_LOCK, list(agent_ids)),
+        )
         self.conn.execute(
             """
             WITH req AS (
@@ -744,6 +753,10 @@ class PostgresChainStore:
         return self.cash_balances([agent_id]).get(agent_id, Decimal(0))
 
 
+def _event_json(event: Any) -> str:
+    return str(event.model_dump_json())
+
+
 class PostgresBulkDelivery:
     """Bulk delivery bookkeeping for :class:`stocktrade.services.chain_worker.BulkChainWorker`:
     the same ``processed_events`` and ``outbox`` tables as the per-event delivery service,
@@ -792,7 +805,7 @@ class PostgresBulkDelivery:
                         e.event_id,
                         e.TOPIC.value,
                         e.ordering_key,
-                        Jsonb(e.model_dump(mode="json")),
+                        Jsonb(e, dumps=_event_json),
                         Jsonb(event_attributes(e)),
                     )
                     for e in events

@@ -101,6 +101,3 @@ CREATE TABLE chain_trades (
     PRIMARY KEY (exit_fill_id, piece)
 );
 CREATE INDEX chain_trades_agent ON chain_trades (agent_id, exit_ts);
-
--- "Is this symbol known?" (a bar for a symbol no agent trades and none stored is refused).
-CREATE INDEX agents_symbols ON agents USING gin (symbols);
