@@ -21,6 +21,7 @@ DEMO_FILES = ("daily_us_stocks_stocknet.csv", "daily_indices_arch.csv")
 _STEPS = (
     ("2. backtest the baselines", "stocktrade.cli.demo_backtest"),
     ("3. train a PPO agent, export it, gate it", "stocktrade.cli.demo_train"),
+    ("4. paper-trade through the live chain", "stocktrade.cli.demo_chain"),
 )
 
 
