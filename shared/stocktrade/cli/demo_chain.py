@@ -33,6 +33,8 @@ POLICY_AGENT = "demo-policy"
 
 
 def _ensure_agents(c: Any, symbols: tuple[str, ...], console: Console) -> list[Any]:
+    from rich.markup import escape
+
     from stocktrade.adapters.postgres.agents import PostgresAgentStore
     from stocktrade.cli.chain import OWNER
     from stocktrade.errors import NotFoundError
@@ -55,20 +57,35 @@ def _ensure_agents(c: Any, symbols: tuple[str, ...], console: Console) -> list[A
             )
             out.append(create_agent(store, spec))
     promoted = store.promoted_versions()
-    if promoted:
+    model = promoted[0] if promoted else None
+    note = ""
+    if model is None:
+        # The gate rejected the demo's policy (or none was trained): paper-trade the latest
+        # trained candidate anyway, beside the baselines, so its live record can be compared.
+        from stocktrade.cli.demo_train import DEMO_AGENT, DEMO_SYMBOL
+
+        model = store.latest_version(DEMO_AGENT)
+        note = " (not promoted: paper-traded as a candidate, on the symbol it was trained on)"
+        symbols = tuple(s for s in symbols if s == DEMO_SYMBOL)
+    if model is None or not symbols:
+        console.print("no trained model version yet: paper-trading the baselines only")
+        return out
+    try:
+        out.append(store.get(POLICY_AGENT, owner=OWNER))
+    except NotFoundError:
         try:
-            out.append(store.get(POLICY_AGENT, owner=OWNER))
-        except NotFoundError:
-            model = promoted[0]
-            try:
-                spec = policy_agent_spec(
-                    model, name=POLICY_AGENT, symbols=symbols, initial_cash=DEMO_CASH, owner=OWNER
-                )
-                out.append(create_agent(store, spec))
-            except Exception as exc:  # a model the chain cannot run: say why, go on
-                console.print(f"[yellow]trained agent skipped: {exc}[/yellow]")
-    else:
-        console.print("no promoted model version yet: paper-trading the baselines only")
+            spec = policy_agent_spec(
+                model, name=POLICY_AGENT, symbols=symbols, initial_cash=DEMO_CASH, owner=OWNER,
+                follow_promotions=bool(promoted),
+            )
+            out.append(create_agent(store, spec))
+        except Exception as exc:  # a model the chain cannot run: say why, go on
+            console.print(f"[yellow]trained agent skipped: {exc}[/yellow]")
+            return out
+    console.print(
+        f"trained agent {POLICY_AGENT}: model {model.agent_name}:{model.version} "
+        f"({escape(model.status)}){note}"
+    )
     return out
 
 

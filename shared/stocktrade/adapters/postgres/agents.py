@@ -257,6 +257,15 @@ class PostgresAgentStore:
         ).fetchall()
         return [model_from_row(r) for r in rows]
 
+    def latest_version(self, agent_name: str) -> ModelRef | None:
+        """The newest model version trained for ``agent_name`` (any status), if any."""
+        row = self.conn.execute(
+            f"SELECT {_MODEL_COLUMNS} FROM model_versions WHERE agent_name = %s "
+            "ORDER BY version DESC LIMIT 1",
+            (agent_name,),
+        ).fetchone()
+        return model_from_row(row) if row else None
+
     def set_status(self, agent_id: UUID, status: str) -> None:
         """Pause, resume or retire an agent."""
         if status not in ("active", "paused", "retired"):
