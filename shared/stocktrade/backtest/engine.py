@@ -49,7 +49,6 @@ from typing import Any
 
 import numpy as np
 
-from stocktrade.adapters.brokers.simulated import SimulatedBroker
 from stocktrade.backtest.config import BacktestConfig
 from stocktrade.backtest.result import BacktestResult, BookResult, OrderRecords, to_datetime
 from stocktrade.data.arrays import BarArrays
@@ -59,6 +58,7 @@ from stocktrade.domain.risk import RiskCode
 from stocktrade.errors import ValidationError
 from stocktrade.logging import get_logger
 from stocktrade.sim import kernels
+from stocktrade.sim.broker import SimulatedBroker
 from stocktrade.strategies.base import BarInput, Strategy, has_batch_actions, has_targets
 
 __all__ = ["book_cash", "periods_per_year", "run_backtest"]

@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from typing import Any, SupportsFloat
 
 import numpy as np
-from stocktrade.jit import njit
 
 from stocktrade.errors import ValidationError
+from stocktrade.jit import njit
 
 __all__ = [
     "FeatureSpec",

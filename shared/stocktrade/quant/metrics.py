@@ -53,9 +53,9 @@ import math
 from typing import Any
 
 import numpy as np
-from stocktrade.jit import njit
 
 from stocktrade.errors import ValidationError
+from stocktrade.jit import njit
 
 __all__ = [
     "METRIC_NAMES",

@@ -6,7 +6,7 @@ gate, submit the next order. The chain splits that bar into the two handlers tha
 parts, and persists everything in between (:class:`BookState`, one ``chain_books`` row):
 
 1. :func:`step_bar` (``on_bar``): the paper broker fills the order pending from the previous
-   bar at this bar's open (:class:`~stocktrade.adapters.brokers.simulated.SimulatedBroker`,
+   bar at this bar's open (:class:`~stocktrade.sim.broker.SimulatedBroker`,
    the backtest's broker: same kernels, fees, slippage, sizing cash), then the strategy sees
    the bar and the position after that fill. Its answer waits in :attr:`BookState.signal`.
 2. :func:`decide` (``on_signal``): :class:`~stocktrade.services.trading.TradingCore` runs the
@@ -84,9 +84,9 @@ class BookConfig:
 
     def broker(self) -> Broker:
         """A paper broker with these settings and nothing pending: the backtest's
-        :class:`~stocktrade.adapters.brokers.simulated.SimulatedBroker` (imported here, the
+        :class:`~stocktrade.sim.broker.SimulatedBroker` (imported here, the
         one adapter the book needs; it is pure computation)."""
-        from stocktrade.adapters.brokers.simulated import SimulatedBroker
+        from stocktrade.sim.broker import SimulatedBroker
 
         return SimulatedBroker(
             self.costs,

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from stocktrade.jit import njit
 
 __all__ = [

@@ -15,10 +15,10 @@ import math
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from stocktrade.jit import njit
 from numpy.typing import NDArray
 
 from stocktrade.errors import ValidationError
+from stocktrade.jit import njit
 from stocktrade.quant.features import FeatureSpec, IncrementalFeatures, rsi
 from stocktrade.strategies.base import BarInput, PositionView, Signal
 
