@@ -168,12 +168,14 @@ def test_a_passing_version_is_promoted_retires_the_previous_one_and_is_published
     assert [(str(e.model_version_id), e.version) for e in events] == [(v1.id, 1), (v2.id, 2)]
     assert count(world["conn"], "outbox WHERE published_at IS NULL") == 0
 
-    # A person rolls back to version 1: it serves again and version 2 retires. (No second
-    # ModelPromoted goes out for version 1: the event's id is derived from the version id.)
+    # A person rolls back to version 1: it serves again, version 2 retires, and the rollback
+    # is announced (each promotion is its own event, so live agents switch back too).
     rolled, retired = promote_version(v1.id, models=c.models(), relay=c.delivery().relay_all)
     assert rolled.status is ModelStatus.PROMOTED and [r.id for r in retired] == [v2.id]
     assert c.models().promoted("tiny") == c.models().get(v1.id)
     assert c.models().get(v2.id).status is ModelStatus.RETIRED
+    events = [e for e in world["promoted"] if isinstance(e, ModelPromoted)]
+    assert [(str(e.model_version_id), e.version) for e in events] == [(v1.id, 1), (v2.id, 2), (v1.id, 1)]
 
 
 def test_cancellation_stops_at_the_next_rollout_and_registers_nothing(

@@ -489,7 +489,8 @@ class ModelPromoted(Event):
     promoted_at: UtcDatetime
 
     def _natural_id(self) -> str:
-        return derive_id("model-promoted", self.model_version_id)
+        # A rollback re-promotes an old version: each promotion is its own event.
+        return derive_id("model-promoted", self.model_version_id, self.promoted_at.isoformat())
 
     @property
     def ordering_key(self) -> str:
