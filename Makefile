@@ -30,6 +30,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check shared functions jobs ingester gpu_service tests bench
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy shared/stocktrade
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
