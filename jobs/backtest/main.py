@@ -13,94 +13,53 @@ cannot help, so the Cloud Run job should have few or no retries); 1 anything els
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
+from jobs._entry import EXIT_FAILED, EXIT_INVALID, EXIT_OK, run_job
+
+if TYPE_CHECKING:
+    from stocktrade.bootstrap import Container
+    from stocktrade.config import Settings
+    from stocktrade.domain.runs import Run
+
+__all__ = ["EXIT_FAILED", "EXIT_INVALID", "EXIT_OK", "main"]
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="jobs.backtest.main", description=__doc__.splitlines()[0])
-    parser.add_argument("--run-id", help="the run to execute (default: $STOCKTRADE_RUN_ID)")
-    parser.add_argument(
-        "--write-job-log",
-        action="store_true",
-        help="upload this job's log to runs/<id>/job.log (Cloud Run)",
+def _execute(
+    container: Container, settings: Settings, run_id: str, task: dict[str, Any], capture: bool
+) -> Run:
+    from stocktrade.services.backtest_runs import execute_backtest_run
+
+    return execute_backtest_run(
+        run_id,
+        runs=container.runs(),
+        bars=container.bars(),
+        store=container.store(),
+        engine=container.backtest_engine(),
+        execution=settings.cloud_run_execution,
+        context=task,
+        restart=settings.cloud_run_task_attempt > 0,
+        capture_log=capture,
     )
-    return parser.parse_args(argv)
+
+
+def _summarise(run: Run) -> tuple[Run, dict[str, Any]]:
+    return run, {"metrics": run.metrics}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the process exit code."""
-    args = parse_args(argv)
-    from stocktrade.config import get_settings
-    from stocktrade.errors import ConfigError, ConflictError, StocktradeError, ValidationError
-    from stocktrade.logging import configure_logging, get_logger
-
-    log = get_logger("jobs.backtest")
-    try:
-        settings = get_settings()
-    except ConfigError as exc:
-        configure_logging("INFO")
-        log.error("bad settings", extra={"error": str(exc)})
-        return EXIT_INVALID
-    configure_logging(settings.log_level)
-    run_id = args.run_id or settings.run_id
-    task = {
-        "job": settings.cloud_run_job,
-        "execution": settings.cloud_run_execution,
-        "task_index": settings.cloud_run_task_index,
-        "task_count": settings.cloud_run_task_count,
-        "attempt": settings.cloud_run_task_attempt,
-    }
-    if not run_id:
-        log.error("no run id: pass --run-id or set STOCKTRADE_RUN_ID", extra=task)
-        return EXIT_INVALID
-    if settings.cloud_run_task_index != 0:
-        # A backtest is one task; extra tasks of a misconfigured job must not run it twice.
-        log.warning("not task 0 of the execution: nothing to do", extra={"run_id": run_id, **task})
-        return EXIT_OK
-
-    from stocktrade.bootstrap import bootstrap
-    from stocktrade.domain.runs import RunStatus
-    from stocktrade.services.backtest_runs import execute_backtest_run
-
-    container = bootstrap(settings)
-    log.info("backtest job started", extra={"run_id": run_id, **task})
-    try:
-        run = execute_backtest_run(
-            run_id,
-            runs=container.runs(),
-            bars=container.bars(),
-            store=container.store(),
-            engine=container.backtest_engine(),
-            execution=settings.cloud_run_execution,
-            context=task,
-            restart=settings.cloud_run_task_attempt > 0,
-            capture_log=args.write_job_log,
-        )
-    except ValidationError as exc:
-        log.error("backtest rejected", extra={"run_id": run_id, "error": str(exc)})
-        return EXIT_INVALID
-    except ConflictError as exc:  # finished, or running elsewhere: retrying cannot help
-        log.error("backtest not executed", extra={"run_id": run_id, "error": str(exc)})
-        return EXIT_INVALID
-    except StocktradeError as exc:
-        log.error("backtest failed", extra={"run_id": run_id, "error": str(exc)})
-        return EXIT_FAILED
-    except Exception as exc:  # the run is already marked failed; report and exit non-zero
-        log.exception("backtest crashed", extra={"run_id": run_id, "error": str(exc)})
-        return EXIT_FAILED
-    finally:
-        container.close()
-    log.info(
-        "backtest job finished",
-        extra={"run_id": run_id, "status": run.status.value, "metrics": run.metrics},
+    return run_job(
+        argv,
+        prog="jobs.backtest.main",
+        description=__doc__.splitlines()[0],
+        logger="jobs.backtest",
+        label="backtest",
+        execute=_execute,
+        summarise=_summarise,
     )
-    return EXIT_OK if run.status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED) else EXIT_FAILED
 
 
 if __name__ == "__main__":

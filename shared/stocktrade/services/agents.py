@@ -14,7 +14,6 @@ runtime per model version and process).
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +26,10 @@ from stocktrade.backtest.config import BacktestConfig
 from stocktrade.domain.bars import Timeframe
 from stocktrade.domain.costs import CostModel, FillRule
 from stocktrade.domain.risk import RiskLimits
-from stocktrade.errors import NotFoundError, PermanentError, ValidationError
+from stocktrade.errors import NotFoundError, ValidationError
 from stocktrade.logging import get_logger
 from stocktrade.services.paper_book import BookConfig
+from stocktrade.services.policy_bytes import read_verified_policy
 from stocktrade.strategies.base import Strategy
 
 __all__ = [
@@ -301,13 +301,9 @@ class PolicyRuntimes:
         with self._lock:
             runtime = self._cache.get(model.id)
             if runtime is None:
-                data = self._read(model.uri_onnx)
-                digest = hashlib.sha256(data).hexdigest()
-                if digest != model.sha256:
-                    raise PermanentError(
-                        f"model version {model.id} at {model.uri_onnx} has sha256 "
-                        f"{digest[:12]}..., expected {model.sha256[:12]}..."
-                    )
+                data = read_verified_policy(
+                    self._read, model.uri_onnx, model.sha256, model_version_id=model.id
+                )
                 make = self._make
                 if make is None:
                     from stocktrade.adapters.inference.onnx_runtime import OnnxPolicyRuntime

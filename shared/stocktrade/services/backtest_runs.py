@@ -23,21 +23,16 @@ composition root: services never import adapters, and the engine uses the simula
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import inspect
-import logging
 import os
 import platform
 import re
 import threading
 import time
-import traceback
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -50,16 +45,13 @@ from stocktrade.backtest.artifacts import (
 )
 from stocktrade.backtest.config import BacktestConfig, parse_utc
 from stocktrade.domain.bars import Timeframe
-from stocktrade.domain.runs import Run, RunKind, RunStatus
+from stocktrade.domain.runs import Run, RunKind
 from stocktrade.errors import (
     CancelledError,
-    ConflictError,
-    NotFoundError,
-    StocktradeError,
-    TransientError,
     ValidationError,
 )
-from stocktrade.logging import JsonFormatter, get_logger
+from stocktrade.logging import get_logger
+from stocktrade.services.run_lifecycle import JobLog, execute_run, submit_run
 from stocktrade.strategies.baselines import BuyAndHold, RsiMeanReversion, SmaCrossover
 
 if TYPE_CHECKING:
@@ -499,91 +491,26 @@ def submit_backtest(
     """
     req = request if isinstance(request, BacktestRequest) else BacktestRequest.from_dict(request)
     check_request(req, bars)
-    run_id = str(uuid.uuid4())
-    run = runs.create(
-        RunKind.BACKTEST.value,
+    return submit_run(
         req.to_dict(),
+        kind=RunKind.BACKTEST,
+        label="backtest",
+        runs=runs,
+        store=store,
+        launcher=launcher,
         owner=owner,
-        run_id=run_id,
-        artifact_prefix=store.uri(run_prefix(run_id)),
+        fields={"strategy": req.strategy, "symbols": list(req.symbols)},
+        logger=log,
     )
-    log.info(
-        "backtest accepted",
-        extra={"run_id": run_id, "strategy": req.strategy, "symbols": list(req.symbols)},
-    )
-    if launcher is None:
-        return run
-    try:
-        execution = launcher.launch(RunKind.BACKTEST.value, run_id)
-    except Exception as exc:
-        runs.fail(run_id, f"could not launch the backtest job: {exc}", message="launch failed")
-        raise TransientError(
-            f"run {run_id} was recorded but its job could not start: {exc}"
-        ) from exc
-    runs.set_execution(run_id, execution)
-    return runs.get(run_id)
 
 
 # -- execute -----------------------------------------------------------------------------------
 
 
-class _JobLog:
-    """Collects a job's own lines and warnings into ``runs/<id>/job.log`` (in-process runs and
-    jobs asked to upload their log); a subprocess launcher captures stdout instead."""
-
-    def __init__(self, store: ObjectStore, run_id: str) -> None:
-        self.store = store
-        self.key = artifact_key(run_id, "job.log")
-        self.lines: list[str] = []
-        self.handler = _ListHandler(self.lines)
-        self.handler.setLevel(logging.WARNING)
-        self.handler.setFormatter(JsonFormatter())
-
-    def line(self, text: str) -> None:
-        self.lines.append(f"{datetime.now(UTC).isoformat(timespec='milliseconds')} {text}")
-
-    def flush(self) -> None:
-        try:
-            self.store.put_bytes(
-                self.key,
-                ("\n".join(self.lines) + "\n").encode("utf-8"),
-                "text/plain; charset=utf-8",
-            )
-        except Exception as exc:  # the run's outcome matters more than its log
-            log.warning("could not write job.log", extra={"key": self.key, "error": str(exc)})
-
-
-class _ListHandler(logging.Handler):
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__()
-        self._lines = lines
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._lines.append(self.format(record))
-        except Exception:  # logging must never break the run
-            self.handleError(record)
-
-
-@contextmanager
-def _capture(store: ObjectStore, run_id: str, enabled: bool) -> Iterator[_JobLog | None]:
-    if not enabled:
-        yield None
-        return
-    job_log = _JobLog(store, run_id)
-    root = logging.getLogger()
-    root.addHandler(job_log.handler)
-    try:
-        yield job_log
-    finally:
-        root.removeHandler(job_log.handler)
-        job_log.flush()
-
-
 class _Progress:
     """Progress, ETA and cancel checks of one running run."""
 
-    def __init__(self, runs: RunRepository, run_id: str, job_log: _JobLog | None) -> None:
+    def __init__(self, runs: RunRepository, run_id: str, job_log: JobLog | None) -> None:
         self.runs = runs
         self.run_id = run_id
         self.job_log = job_log
@@ -706,66 +633,40 @@ def execute_backtest_run(
         ConflictError: the run is not a queued backtest (already running or finished).
         StocktradeError, Exception: anything else that failed (the run is marked failed).
     """
-    run = runs.get(run_id)
-    if run.kind is not RunKind.BACKTEST:
-        raise ConflictError(f"run {run_id} is a {run.kind.value} run, not a backtest")
-    if run.status is RunStatus.CANCELLED:
-        log.info("run was cancelled before it started", extra={"run_id": run_id})
-        return run
-    if run.status.is_terminal or (run.status is RunStatus.RUNNING and not restart):
-        raise ConflictError(
-            f"run {run_id} is already {run.status.value}; it cannot be executed again"
+
+    def prepare(run: Run) -> BacktestPlan:
+        return check_request(BacktestRequest.from_dict(run.config), bars)
+
+    def work(run: Run, plan: BacktestPlan, job_log: JobLog | None) -> Run:
+        return _execute(
+            run,
+            plan,
+            _Progress(runs, run.id, job_log),
+            runs=runs,
+            bars=bars,
+            store=store,
+            engine=engine,
+            execution=execution,
+            context=context,
+            job_log=job_log,
+            heartbeat_seconds=heartbeat_seconds,
         )
-    with _capture(store, run.id, capture_log) as job_log:
-        if job_log is not None:
-            job_log.line(f"backtest run {run.id} execution={execution or '-'}")
-        # 1. Validate before any work: a bad request fails the run with the reason.
-        try:
-            request = BacktestRequest.from_dict(run.config)
-            plan = check_request(request, bars)
-        except ValidationError as exc:
-            if job_log is not None:
-                job_log.line(f"rejected: {exc}")
-            runs.fail(run.id, str(exc), message="rejected: invalid request")
-            raise
-        try:
-            run = runs.start(run.id, execution=execution, restart=restart)
-        except ConflictError:
-            current = runs.get(run.id)
-            if current.status is RunStatus.CANCELLED:
-                return current  # cancelled between our read and the start: nothing to do
-            raise
-        progress = _Progress(runs, run.id, job_log)
-        try:
-            return _execute(
-                run,
-                plan,
-                progress,
-                runs=runs,
-                bars=bars,
-                store=store,
-                engine=engine,
-                execution=execution,
-                context=context,
-                job_log=job_log,
-                heartbeat_seconds=heartbeat_seconds,
-            )
-        except CancelledError as exc:
-            if job_log is not None:
-                job_log.line(str(exc))
-            return runs.mark_cancelled(run.id, message="cancelled by its owner")
-        except BaseException as exc:  # KeyboardInterrupt too: never leave a run "running"
-            reason = (
-                str(exc) if isinstance(exc, StocktradeError) else f"{type(exc).__name__}: {exc}"
-            )
-            if job_log is not None:
-                job_log.line("failed: " + reason)
-                job_log.lines.append(traceback.format_exc())
-            log.error("backtest failed", extra={"run_id": run.id, "error": reason})
-            # Already finished elsewhere (e.g. cancelled)? Keep that outcome.
-            with contextlib.suppress(ConflictError, NotFoundError):
-                runs.fail(run.id, reason, message="failed")
-            raise
+
+    return execute_run(
+        run_id,
+        runs=runs,
+        store=store,
+        kind=RunKind.BACKTEST,
+        label="backtest",
+        noun="a backtest",
+        prepare=prepare,
+        work=work,
+        wrap=lambda run: run,
+        execution=execution,
+        restart=restart,
+        capture_log=capture_log,
+        logger=log,
+    )
 
 
 def _execute(
@@ -779,7 +680,7 @@ def _execute(
     engine: BacktestEngine,
     execution: str | None,
     context: Mapping[str, Any] | None,
-    job_log: _JobLog | None,
+    job_log: JobLog | None,
     heartbeat_seconds: float,
 ) -> Run:
     request = plan.request

@@ -15,7 +15,6 @@ bytes are checked against the version's recorded sha256 before use.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +25,8 @@ import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
 
 from stocktrade.domain.actions import Action
-from stocktrade.errors import PermanentError, ValidationError
+from stocktrade.errors import ValidationError
+from stocktrade.services.policy_bytes import read_verified_policy
 
 __all__ = ["PolicyModel", "PolicyPredictor", "PolicyRuntime", "PredictRequest"]
 
@@ -94,13 +94,12 @@ class PolicyPredictor:
             with self._lock:
                 runtime = self._cache.get(model.model_version_id)
                 if runtime is None:
-                    data = self._read(model.uri_onnx)
-                    digest = hashlib.sha256(data).hexdigest()
-                    if digest != model.sha256:
-                        raise PermanentError(
-                            f"model version {model.model_version_id} at {model.uri_onnx} has "
-                            f"sha256 {digest[:12]}..., expected {model.sha256[:12]}..."
-                        )
+                    data = read_verified_policy(
+                        self._read,
+                        model.uri_onnx,
+                        model.sha256,
+                        model_version_id=model.model_version_id,
+                    )
                     runtime = self._make_runtime(data)
                     self._cache[model.model_version_id] = runtime
         return runtime

@@ -41,16 +41,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
 import platform
 import re
 import time
-import traceback
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,16 +57,13 @@ from pydantic import ValidationError as PydanticValidationError
 
 from stocktrade.backtest.config import parse_utc
 from stocktrade.domain.bars import Timeframe
-from stocktrade.domain.runs import Run, RunKind, RunStatus
+from stocktrade.domain.runs import Run, RunKind
 from stocktrade.errors import (
     CancelledError,
     ConflictError,
-    NotFoundError,
-    StocktradeError,
-    TransientError,
     ValidationError,
 )
-from stocktrade.logging import JsonFormatter, get_logger
+from stocktrade.logging import get_logger
 from stocktrade.services.promotion import (
     GateConfig,
     GateDecision,
@@ -82,6 +75,7 @@ from stocktrade.services.promotion import (
     decide,
     evaluate_window,
 )
+from stocktrade.services.run_lifecycle import JobLog, execute_run, submit_run
 
 if TYPE_CHECKING:
     import numpy as np
@@ -554,81 +548,20 @@ def submit_training(
     """
     req = request if isinstance(request, TrainRequest) else TrainRequest.parse(request)
     check_training_request(req, bars, models=models, owner=owner)
-    run_id = str(uuid.uuid4())
-    run = runs.create(
-        RunKind.TRAIN.value,
+    return submit_run(
         req.to_config(),
+        kind=RunKind.TRAIN,
+        label="training",
+        runs=runs,
+        store=store,
+        launcher=launcher,
         owner=owner,
-        run_id=run_id,
-        artifact_prefix=store.uri(f"runs/{run_id}/"),
+        fields={"agent": req.agent, "symbols": list(req.symbols)},
+        logger=log,
     )
-    log.info(
-        "training accepted",
-        extra={"run_id": run_id, "agent": req.agent, "symbols": list(req.symbols)},
-    )
-    if launcher is None:
-        return run
-    try:
-        execution = launcher.launch(RunKind.TRAIN.value, run_id)
-    except Exception as exc:
-        runs.fail(run_id, f"could not launch the training job: {exc}", message="launch failed")
-        raise TransientError(
-            f"run {run_id} was recorded but its job could not start: {exc}"
-        ) from exc
-    runs.set_execution(run_id, execution)
-    return runs.get(run_id)
 
 
 # -- execute -----------------------------------------------------------------------------------
-
-
-class _LinesHandler(logging.Handler):
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__(logging.WARNING)
-        self.lines = lines
-        self.setFormatter(JsonFormatter())
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.lines.append(self.format(record))
-        except Exception:  # logging must never break the run
-            self.handleError(record)
-
-
-class _JobLog:
-    """This run's own lines and warnings, written to ``runs/<id>/job.log`` at the end."""
-
-    def __init__(self, store: ObjectStore, run_id: str) -> None:
-        self.store = store
-        self.key = f"runs/{run_id}/{JOB_LOG_NAME}"
-        self.lines: list[str] = []
-        self.handler = _LinesHandler(self.lines)
-
-    def line(self, text: str) -> None:
-        self.lines.append(f"{datetime.now(UTC).isoformat(timespec='milliseconds')} {text}")
-
-    def flush(self) -> None:
-        try:
-            self.store.put_bytes(
-                self.key, ("\n".join(self.lines) + "\n").encode(), "text/plain; charset=utf-8"
-            )
-        except Exception as exc:  # the run's outcome matters more than its log
-            log.warning("could not write job.log", extra={"key": self.key, "error": str(exc)})
-
-
-@contextmanager
-def _capture(store: ObjectStore, run_id: str, enabled: bool) -> Iterator[_JobLog | None]:
-    if not enabled:
-        yield None
-        return
-    job_log = _JobLog(store, run_id)
-    root = logging.getLogger()
-    root.addHandler(job_log.handler)
-    try:
-        yield job_log
-    finally:
-        root.removeHandler(job_log.handler)
-        job_log.flush()
 
 
 class _Reporter:
@@ -639,7 +572,7 @@ class _Reporter:
         runs: RunRepository,
         run_id: str,
         observer: Callable[[TrainingProgress], None] | None,
-        job_log: _JobLog | None,
+        job_log: JobLog | None,
     ) -> None:
         self.runs = runs
         self.run_id = run_id
@@ -742,61 +675,37 @@ def execute_training_run(
         ConflictError: the run is not a queued training run.
         StocktradeError, Exception: anything else that failed (the run is marked failed).
     """
-    runs = deps.runs
-    run = runs.get(run_id)
-    if run.kind is not RunKind.TRAIN:
-        raise ConflictError(f"run {run_id} is a {run.kind.value} run, not a training run")
-    if run.status is RunStatus.CANCELLED:
-        log.info("run was cancelled before it started", extra={"run_id": run_id})
-        return TrainingResult(run)
-    if run.status.is_terminal or (run.status is RunStatus.RUNNING and not restart):
-        raise ConflictError(
-            f"run {run_id} is already {run.status.value}; it cannot be executed again"
+
+    def prepare(run: Run) -> TrainingPlan:
+        request = TrainRequest.parse(run.config)
+        return check_training_request(request, deps.bars, models=deps.models, owner=run.owner)
+
+    def work(run: Run, plan: TrainingPlan, job_log: JobLog | None) -> TrainingResult:
+        return _execute(
+            run,
+            plan,
+            _Reporter(deps.runs, run.id, on_progress, job_log),
+            deps=deps,
+            execution=execution,
+            context=context,
+            progress_interval_s=progress_interval_s,
         )
-    with _capture(deps.store, run.id, capture_log) as job_log:
-        if job_log is not None:
-            job_log.line(f"training run {run.id} execution={execution or '-'}")
-        try:
-            request = TrainRequest.parse(run.config)
-            plan = check_training_request(request, deps.bars, models=deps.models, owner=run.owner)
-        except ValidationError as exc:
-            if job_log is not None:
-                job_log.line(f"rejected: {exc}")
-            runs.fail(run.id, str(exc), message="rejected: invalid request")
-            raise
-        try:
-            run = runs.start(run.id, execution=execution, restart=restart)
-        except ConflictError:
-            current = runs.get(run.id)
-            if current.status is RunStatus.CANCELLED:
-                return TrainingResult(current)
-            raise
-        reporter = _Reporter(runs, run.id, on_progress, job_log)
-        try:
-            return _execute(
-                run,
-                plan,
-                reporter,
-                deps=deps,
-                execution=execution,
-                context=context,
-                progress_interval_s=progress_interval_s,
-            )
-        except CancelledError as exc:
-            if job_log is not None:
-                job_log.line(str(exc))
-            return TrainingResult(runs.mark_cancelled(run.id, message="cancelled by its owner"))
-        except BaseException as exc:  # KeyboardInterrupt too: never leave a run "running"
-            reason = (
-                str(exc) if isinstance(exc, StocktradeError) else f"{type(exc).__name__}: {exc}"
-            )
-            if job_log is not None:
-                job_log.line("failed: " + reason)
-                job_log.lines.append(traceback.format_exc())
-            log.error("training failed", extra={"run_id": run.id, "error": reason})
-            with contextlib.suppress(ConflictError, NotFoundError):
-                runs.fail(run.id, reason, message="failed")
-            raise
+
+    return execute_run(
+        run_id,
+        runs=deps.runs,
+        store=deps.store,
+        kind=RunKind.TRAIN,
+        label="training",
+        noun="a training run",
+        prepare=prepare,
+        work=work,
+        wrap=TrainingResult,
+        execution=execution,
+        restart=restart,
+        capture_log=capture_log,
+        logger=log,
+    )
 
 
 def _execute(
