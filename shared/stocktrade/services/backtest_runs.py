@@ -24,6 +24,7 @@ composition root: services never import adapters, and the engine uses the simula
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import os
 import platform
@@ -172,6 +173,12 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=64)
+def _parameters(cls: type) -> dict[str, inspect.Parameter]:
+    # inspect.signature is slow; the live chain rebuilds thousands of strategies at once.
+    return dict(inspect.signature(cls).parameters)
+
+
 def build_strategy(name: str, params: Mapping[str, Any] | None = None) -> Strategy:
     """A strategy from its name and parameters, validated.
 
@@ -180,8 +187,7 @@ def build_strategy(name: str, params: Mapping[str, Any] | None = None) -> Strate
     """
     key, cls = _strategy_class(name)
     params = dict(params or {})
-    signature = inspect.signature(cls)
-    accepted = dict(signature.parameters)
+    accepted = _parameters(cls)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ValidationError(
