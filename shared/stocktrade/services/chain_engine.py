@@ -790,14 +790,7 @@ class ChainEngine:
         agents = store.agents({o.agent_id for o in orders})
         known = store.existing_orders({o.client_order_id for o in orders})
         for o in orders:
-            agent = agents.get(o.agent_id)
-            if agent is None:
-                raise PermanentError(f"order {o.client_order_id} names unknown agent {o.agent_id}")
-            if o.symbol not in agent.symbols:
-                raise PermanentError(
-                    f"order {o.client_order_id}: agent {agent.name!r} does not trade the "
-                    f"unknown symbol {o.symbol!r}"
-                )
+            _require_trading_agent(agents, f"order {o.client_order_id}", o.agent_id, o.symbol)
             if o.client_order_id not in known:
                 raise PermanentError(
                     f"order {o.client_order_id} was not placed by a recorded decision; the paper "
@@ -827,14 +820,7 @@ class ChainEngine:
         agents = store.agents({f.agent_id for f in fills})
         known = store.existing_fills({f.fill_id for f in fills})
         for f in fills:
-            agent = agents.get(f.agent_id)
-            if agent is None:
-                raise PermanentError(f"fill {f.fill_id} names unknown agent {f.agent_id}")
-            if f.symbol not in agent.symbols:
-                raise PermanentError(
-                    f"fill {f.fill_id}: agent {agent.name!r} does not trade the unknown "
-                    f"symbol {f.symbol!r}"
-                )
+            _require_trading_agent(agents, f"fill {f.fill_id}", f.agent_id, f.symbol)
             if f.fill_id not in known:
                 raise PermanentError(f"fill {f.fill_id} was not executed by the paper broker")
         projections = store.lock_projections({(f.agent_id, f.symbol) for f in fills})
@@ -973,3 +959,14 @@ class ChainEngine:
         if self.runtimes is not None:
             self.runtimes.evict()
         self.forget()
+
+
+def _require_trading_agent(agents: Mapping[Any, Any], what: str, agent_id: Any, symbol: str) -> None:
+    """Refuse an order or fill whose agent is unknown or does not trade its symbol."""
+    agent = agents.get(agent_id)
+    if agent is None:
+        raise PermanentError(f"{what} names unknown agent {agent_id}")
+    if symbol not in agent.symbols:
+        raise PermanentError(
+            f"{what}: agent {agent.name!r} does not trade the unknown symbol {symbol!r}"
+        )
